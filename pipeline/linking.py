@@ -1,44 +1,104 @@
 """Ticker linking: which symbols a message is about, and how strongly.
 
-Pure and deterministic (no I/O, no wall clock): ``link(msg) -> list[TickerLink]``.
+Pure and deterministic (no I/O, no wall clock): ``link(msg) -> list[TickerLink]``, or a
+:class:`Linker` holding a company universe and an optional tagger for batches.
 
-Three explicit sources, found in the message's normalised ``text`` (the headline or tweet):
+Sources, found in the message's normalised ``text`` (the headline or tweet):
 
 * ``feed`` -- the symbols the producer put in ``tickers`` (no span);
 * ``cashtag`` -- ``$AAPL``, ``$BRK.B``, ``$tsla`` (upper-cased). ``$115`` and ``$5bn`` are prices,
   not tickers: a cashtag starts with a letter. It must stand alone as a word: ``US$AAPL`` or
   ``$AAPLx1`` are not cashtags, while trailing punctuation is fine (``$AAPL.`` -> ``AAPL``);
-* ``exchange`` -- an exchange prefix, ``NASDAQ:AAPL``, ``(NYSE: F)``, ``NYSEARCA:SPY``.
+* ``exchange`` -- an exchange prefix, ``NASDAQ:AAPL``, ``(NYSE: F)``, ``NYSEARCA:SPY``,
+  ``LON:SHEL``, ``EPA:MC``;
+* ``name`` -- a company name or bare symbol from the universe (``pipeline.universe``):
+  "Apple", "Apple's", "JPMorgan", "AAPL's", "BRK.B", found in one Aho-Corasick pass over the
+  case-folded text, at word boundaries, each alias under its case rule (exact / capitalised /
+  any case; an all-lowercase word never matches an ambiguous name).
 
-Relevance in (0, 1] says how central the ticker is to the message. The first ticker mentioned
-is the subject (1.0); each later distinct ticker is a step less central (``1 - 0.2 k`` for the
-k-th, floored at 0.4), because a headline like "$AAPL supplier $SWKS cuts guidance" is about its
-first ticker first. Feed tickers are ranked by their list position the same way (the feed's first
-ticker is its subject). A symbol found several ways keeps its most relevant link (ties prefer a
-link with a span, which says where the evidence is).
+Explicit symbols and feed tickers are reported as the universe's symbol for them: the primary US
+listing where one exists (``BF-B`` -> ``BF.B``, ``SHEL.L`` -> ``SHEL``, ``EPA:MC`` -> ``MC.PA``);
+symbols the universe does not know are kept as written (``$SPY``).
 
-A company-name linker (``method="name"``) comes later; it will add candidates here.
+**Ambiguous names** (the alias is also an ordinary word, name or place: "Apple", "Target",
+"Gap", "Ford", "Amazon"; see ``pipeline/data/common_words.txt``) count only with evidence:
+
+1. *corroboration* -- the same company is linked in this message by other evidence (a cashtag,
+   an exchange prefix, a feed ticker, an unambiguous alias or bare symbol): "Ford (NYSE: F)";
+2. with a *tagger* (``org_spans(texts) -> [[(start, end, confidence)]]``, character spans of
+   ORG entities): the name overlaps an ORG span with confidence >= ``org_threshold``; the
+   link then carries the tagger's confidence. The tagger alone decides: cues are not used;
+3. without a tagger, ``fallback="cues"`` (default): a context cue -- a market or corporate word
+   right after the name ("Apple shares", "Target's earnings", "Ford recalls"), a cue phrase right
+   before it ("shares of Gap", "stake in Visa"), its symbol in parentheses ("Apple (AAPL)"), or a
+   list joining it to another accepted company ("Apple, Microsoft and Nvidia");
+   ``fallback="none"``: ambiguous names count only when corroborated.
+
+**Relevance** in (0, 1] says how central the ticker is to the message. Text mentions (explicit
+and names) rank the distinct symbols by their first mention: the first is the subject. For a
+symbol of rank ``r`` with ``m`` mentions::
+
+    relevance = min(1, w * rank_relevance(r) + MENTION_BONUS * (m - 1))
+    rank_relevance(r) = max(MIN_RELEVANCE, 1 - RELEVANCE_STEP * r)     # 1.0, 0.8, 0.6, 0.4, 0.4...
+    w = 1.0 if any mention is explicit (cashtag / exchange) else NAME_WEIGHT (0.9)
+
+Feed tickers are ranked by their list position the same way (w = 1, m = 1). A symbol found
+several ways keeps its most relevant link (ties prefer a link with a span); the text link of a
+symbol reports its first explicit mention if it has one, else its first name mention.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-from typing import Final
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import ahocorasick
 
 from pipeline.schemas import InputMessage, TickerLink
+from pipeline.universe import Alias, Universe, fold, load_universe
 
-__all__ = ["EXCHANGES", "MIN_RELEVANCE", "RELEVANCE_STEP", "find_mentions", "link", "rank_relevance"]
+__all__ = [
+    "EXCHANGES",
+    "MENTION_BONUS",
+    "MIN_RELEVANCE",
+    "NAME_WEIGHT",
+    "ORG_THRESHOLD",
+    "RELEVANCE_STEP",
+    "Linker",
+    "Mention",
+    "NameMatcher",
+    "OrgSpans",
+    "default_linker",
+    "find_mentions",
+    "link",
+    "rank_relevance",
+]
 
 #: Relevance lost per rank step, and the floor: the 4th and later tickers all weigh 0.4.
 RELEVANCE_STEP: Final[float] = 0.2
 MIN_RELEVANCE: Final[float] = 0.4
+#: Weight of a symbol mentioned only by name (vs explicitly), and the bonus per extra mention.
+NAME_WEIGHT: Final[float] = 0.9
+MENTION_BONUS: Final[float] = 0.1
+#: Minimum tagger confidence for an ORG span to confirm an ambiguous name.
+ORG_THRESHOLD: Final[float] = 0.5
 
 #: Exchange prefixes recognised in ``EXCHANGE:SYMBOL`` (upper case, as written in news wires).
 EXCHANGES: Final[tuple[str, ...]] = (
     "NASDAQ", "NASDAQGS", "NASDAQGM", "NASDAQCM", "NYSE", "NYSEARCA", "NYSEAMERICAN", "NYSEMKT",
     "AMEX", "ARCA", "BATS", "CBOE", "OTC", "OTCMKTS", "OTCQX", "OTCQB", "TSX", "TSXV", "LSE",
     "XETRA", "ASX", "HKEX", "TSE",
+    "LON", "ETR", "FRA", "EPA", "AMS", "BME", "SWX", "VTX", "STO", "HEL", "EBR", "BIT",
 )  # fmt: skip
+# European prefixes -> the Yahoo suffix of that market's symbols in the universe (EPA:MC = MC.PA).
+_EXCHANGE_SUFFIX: Final[dict[str, str]] = {
+    "LSE": ".L", "LON": ".L", "XETRA": ".DE", "ETR": ".DE", "FRA": ".DE", "EPA": ".PA",
+    "AMS": ".AS", "BME": ".MC", "SWX": ".SW", "VTX": ".SW", "STO": ".ST", "HEL": ".HE",
+    "EBR": ".BR", "BIT": ".MI",
+}  # fmt: skip
 
 # A symbol body: 1-6 letters, optional share class (.B / -B). A class suffix must be letters, so
 # the full stop in "$AAPL." ends the sentence instead of starting a suffix.
@@ -49,9 +109,15 @@ _CASHTAG: Final[re.Pattern[str]] = re.compile(
     rf"(?<![\w$])\$({_BODY}|{_BODY.replace('A-Z', 'a-z')})(?![\w$])", re.ASCII
 )
 _EXCHANGE: Final[re.Pattern[str]] = re.compile(
-    rf"(?<![\w:])(?:{'|'.join(sorted(EXCHANGES, key=len, reverse=True))})\s?:\s?({_BODY})(?![\w$])",
+    rf"(?<![\w:])({'|'.join(sorted(EXCHANGES, key=len, reverse=True))})\s?:\s?({_BODY})(?![\w$])",
     re.ASCII,
 )
+
+OrgSpans = Callable[[list[str]], list[list[tuple[int, int, float]]]]
+"""The tagger interface: for each text, character spans ``(start, end, confidence)`` of ORG
+entities (``models.tagger.TokenTagger.org_spans`` has this shape)."""
+
+Fallback = Literal["cues", "none"]
 
 
 def rank_relevance(rank: int) -> float:
@@ -59,19 +125,357 @@ def rank_relevance(rank: int) -> float:
     return max(MIN_RELEVANCE, 1.0 - RELEVANCE_STEP * rank)
 
 
+def _exchange_mentions(text: str) -> list[tuple[str, tuple[int, int], str, str]]:
+    return [(m.group(2), m.span(), "exchange", m.group(1)) for m in _EXCHANGE.finditer(text)]
+
+
 def find_mentions(text: str) -> list[tuple[str, tuple[int, int], str]]:
     """Explicit ticker mentions in ``text``: ``(SYMBOL, (start, end), method)`` in text order.
 
     The span covers the whole mention (``$AAPL``, ``NASDAQ:AAPL``) in ``text``'s characters.
+    Symbols are as written (upper-cased); :class:`Linker` maps them through its universe.
     """
     found = [(m.group(1).upper(), m.span(), "cashtag") for m in _CASHTAG.finditer(text)]
-    found += [(m.group(1), m.span(), "exchange") for m in _EXCHANGE.finditer(text)]
+    found += [(s, span, method) for s, span, method, _ in _exchange_mentions(text)]
     found.sort(key=lambda f: f[1])
     return found
 
 
-def link(msg: InputMessage) -> list[TickerLink]:
-    """Link ``msg`` to tickers: one :class:`TickerLink` per symbol, most relevant first."""
+# --------------------------------------------------------------------------------------------
+# Name candidates: one Aho-Corasick pass
+
+
+class NameMatcher:
+    """Every alias of a universe in one Aho-Corasick automaton over case-folded text.
+
+    :meth:`find` returns non-overlapping alias matches (longest first, then leftmost) that sit
+    at word boundaries and satisfy their alias's case rule. Build once, share freely (read-only).
+    """
+
+    def __init__(self, universe: Universe) -> None:
+        self.universe = universe
+        by_key: dict[str, list[Alias]] = {}
+        for a in universe.aliases:
+            by_key.setdefault(fold(a.text), []).append(a)
+        self._automaton = ahocorasick.Automaton()
+        for key, aliases in by_key.items():
+            # non-ambiguous first: when two forms of one key both pass the case check (Meta /
+            # META), the clearer evidence wins
+            self._automaton.add_word(key, (len(key), tuple(sorted(aliases, key=lambda a: a.ambiguous))))
+        self._automaton.make_automaton()
+
+    def find(self, text: str) -> list[tuple[int, int, Alias]]:
+        """``(start, end, alias)`` matches in text order."""
+        folded = fold(text)
+        plain = None  # text with curly quotes / dashes made ASCII (same length), made on demand
+        n = len(text)
+        found: list[tuple[int, int, Alias]] = []
+        for last, (length, aliases) in self._automaton.iter(folded):
+            start, end = last - length + 1, last + 1
+            if start > 0:
+                before = folded[start - 1]
+                if before.isalnum() or before in "$_":
+                    continue
+            if end < n and (folded[end].isalnum() or folded[end] == "_"):
+                continue
+            if plain is None:
+                plain = text.translate(_ASCII_PUNCT)
+            surface = plain[start:end]
+            for a in aliases:
+                if _case_ok(a, surface):
+                    found.append((start, end, a))
+                    break
+        if len(found) > 1:
+            found = _longest_non_overlapping(found)
+        return found
+
+
+_ASCII_PUNCT: Final[dict[int, str]] = {
+    ord("\u2019"): "'", ord("\u2018"): "'", ord("\u2013"): "-", ord("\u2014"): "-", ord("\u2010"): "-",
+}  # fmt: skip
+
+
+def _case_ok(alias: Alias, surface: str) -> bool:
+    if alias.case == "any":
+        return True
+    if alias.case == "exact":
+        return surface == alias.text
+    # title: every capitalised word of the alias is capitalised in the text (or all caps)
+    t = alias.text
+    if len(t) != len(surface):
+        return False
+    for i, c in enumerate(t):
+        if c.isupper() and (i == 0 or not t[i - 1].isalpha()) and not surface[i].isupper():
+            return False
+    return True
+
+
+def _longest_non_overlapping(found: list[tuple[int, int, Alias]]) -> list[tuple[int, int, Alias]]:
+    taken: list[tuple[int, int, Alias]] = []
+    for m in sorted(found, key=lambda m: (m[0] - m[1], m[0])):
+        if all(m[1] <= s or m[0] >= e for s, e, _ in taken):
+            taken.append(m)
+    taken.sort(key=lambda m: m[0])
+    return taken
+
+
+# --------------------------------------------------------------------------------------------
+# Context cues for ambiguous names when no tagger is configured
+
+# A word right after the name (after an optional possessive) that makes it a company.
+_CUE_AFTER: Final[frozenset[str]] = frozenset(
+    """shares share stock stocks equity earnings revenue revenues sales profit profits guidance
+    outlook forecast ceo cfo coo chief chairman executives executive investors shareholders board
+    results quarter quarterly q1 q2 q3 q4 fy dividend dividends buyback ipo valuation stake deal
+    merger acquisition layoffs employees workers analysts inc corp co plc ag se ltd llc
+    beats beat misses missed reports reported posts posted raises raised cuts slashes lifts tops
+    sees expects warns plans announces announced unveils unveiled launches launched says said
+    sues sued acquires acquired buys bought sells sold agrees agreed confirms recalls hires names
+    appoints invests rallies rally jumps jumped surges surged soars soared gains gained rises rose
+    climbs climbed falls fell drops dropped slides slid slips slipped sinks sank tumbles tumbled
+    plunges plunged slumps slumped dips dipped rebounds tanks tanked downgraded upgraded downgrade
+    upgrade opens closes stores store hits forecasts
+    bank insurance airlines motors motor pharma holdings""".split()
+)
+# "Apple to invest", "Chevron to buy": a corporate action verb after "to".
+_CUE_TO_VERB: Final[frozenset[str]] = frozenset(
+    """buy acquire sell cut invest hire spin close open launch raise build merge list delist split
+    pay return exit enter expand shut lay slash boost move report sue settle stop pause resume
+    restructure divest""".split()
+)
+# Capitalised words that do not start a person's name; any other capitalised word right before an
+# ambiguous name in sentence-case text ("Harrison Ford", "Governor Cooper", "Fed's Williams")
+# voids the cues: a name there is likely part of a longer proper name, a job for the tagger.
+_NOT_NAMES: Final[frozenset[str]] = frozenset(
+    """the a an why how when what where who which as after before while if and but so at in on for
+    with from by to of is are was will can does did has have should could would this that these
+    those new big top all shares stock""".split()
+)
+# One or two words right before the name.
+_CUE_BEFORE: Final[frozenset[str]] = frozenset(
+    """rival rivals vs vs. versus buy sell short long owning
+    shares-of stock-of stake-in shareholders-of investors-in invest-in investing-in ceo-of
+    cfo-of bullish-on bearish-on long-on short-on acquired-by bought-by upgrades downgrades
+    upgraded downgraded upgrade downgrade""".split()
+)
+# What may separate two company names in a list.
+_LIST_GAPS: Final[frozenset[str]] = frozenset(
+    {",", "and", ", and", "&", "vs", "vs.", "versus", "or", "/", "+", ">", "<", ";"}
+)
+_WORD_AFTER = re.compile(r"(?:'s|')?\s+\(?([a-z0-9&]+)")
+_MOVE_AFTER = re.compile(r"(?:'s)?\s+(?:up|down|[+-])\s?\d")  # "META up 3%", "Visa -2%"
+_TO_VERB = re.compile(r"(?:'s)?\s+to\s+([a-z]+)")
+_PREV_WORD = re.compile(r"([^\W\d_][\w.'&-]*)\s+$")
+_LONG_WORD = re.compile(r"[^\W\d_]{4,}")
+_WORDS_BEFORE = re.compile(r"(?:([a-z.]+)\s+)?([a-z.]+)\s+$")
+_PAREN_SYMBOL = re.compile(r"(?:'s)?\s*\((?:[A-Za-z]+\s?:\s?)?\$?([A-Z][A-Z0-9]{0,5}(?:[.\-][A-Z])?)\)")
+
+
+# --------------------------------------------------------------------------------------------
+# The linker
+
+
+@dataclass(frozen=True, slots=True)
+class Mention:
+    """One accepted mention of a symbol in a text.
+
+    Fields:
+        symbol: reported symbol.
+        span: ``(start, end)`` in the text.
+        method: ``cashtag`` | ``exchange`` | ``name``.
+        evidence: ``explicit`` | ``name`` (unambiguous alias) | ``corroborated`` | ``tagger`` | ``cue``.
+        confidence: the tagger's ORG confidence when the tagger decided, else None.
+    """
+
+    symbol: str
+    span: tuple[int, int]
+    method: str
+    evidence: str
+    confidence: float | None = None
+
+
+@dataclass(slots=True)
+class _Pending:
+    start: int
+    end: int
+    alias: Alias
+    accepted: str | None = None  # evidence once accepted
+    confidence: float | None = None
+
+
+class Linker:
+    """Links messages to tickers with a company universe and, optionally, an ORG tagger.
+
+    Args:
+        universe: the companies (default: :func:`pipeline.universe.load_universe`).
+        tagger: ``org_spans(texts)`` (see :data:`OrgSpans`), or None.
+        fallback: without a tagger, how ambiguous names are settled: ``cues`` | ``none``.
+        org_threshold: minimum ORG confidence that confirms an ambiguous name.
+
+    Thread-safe for reads (no mutable state after construction, the tagger aside).
+    """
+
+    def __init__(
+        self,
+        universe: Universe | None = None,
+        tagger: OrgSpans | None = None,
+        *,
+        fallback: Fallback = "cues",
+        org_threshold: float = ORG_THRESHOLD,
+    ) -> None:
+        if fallback not in ("cues", "none"):
+            raise ValueError(f"fallback must be 'cues' or 'none', not {fallback!r}")
+        self.universe = universe if universe is not None else load_universe()
+        self.matcher = NameMatcher(self.universe)
+        self.tagger = tagger
+        self.fallback = fallback
+        self.org_threshold = org_threshold
+
+    # ------------------------------------------------------------------ public API
+    def link(self, msg: InputMessage) -> list[TickerLink]:
+        """Link one message: one :class:`TickerLink` per symbol, most relevant first."""
+        return self.link_many([msg])[0]
+
+    def link_text(self, text: str, tickers: Sequence[str] = ()) -> list[TickerLink]:
+        """:meth:`link` for a bare text (and optional feed tickers)."""
+        return self._link_batch([(text, tuple(tickers))])[0]
+
+    def link_many(self, msgs: Sequence[InputMessage]) -> list[list[TickerLink]]:
+        """Link a batch; the tagger (if any) runs once, on the texts that need it."""
+        return self._link_batch([(m.text, m.tickers) for m in msgs])
+
+    def link_texts(self, texts: Sequence[str]) -> list[list[TickerLink]]:
+        """:meth:`link_many` for bare texts."""
+        return self._link_batch([(t, ()) for t in texts])
+
+    def mentions(self, text: str, tickers: Sequence[str] = ()) -> list[Mention]:
+        """Every accepted mention in ``text`` in text order (what :meth:`link_text` aggregates)."""
+        return self._mentions_batch([(text, tuple(tickers))])[0]
+
+    def resolve(self, symbol: str, exchange: str | None = None) -> str:
+        """The symbol to report for an explicit mention (see the module docstring)."""
+        suffix = _EXCHANGE_SUFFIX.get(exchange or "")
+        if suffix:
+            c = self.universe.company(symbol + suffix)
+            if c is not None:
+                return c.symbol
+        return self.universe.resolve(symbol)
+
+    # ------------------------------------------------------------------ internals
+    def _link_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[TickerLink]]:
+        return [
+            _aggregate(ments, [self.resolve(t) for t in tickers])
+            for ments, (_, tickers) in zip(self._mentions_batch(items), items)
+        ]
+
+    def _mentions_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[Mention]]:
+        explicit_all: list[list[Mention]] = []
+        pending_all: list[list[_Pending]] = []
+        need_tagger: list[int] = []
+        for i, (text, tickers) in enumerate(items):
+            explicit = self._explicit(text)
+            pending = self._names(text, explicit)
+            known = {m.symbol for m in explicit} | {self.resolve(t) for t in tickers}
+            known |= {p.alias.symbol for p in pending if not p.alias.ambiguous}
+            for p in pending:
+                if not p.alias.ambiguous:
+                    p.accepted = "name"
+                elif p.alias.symbol in known:
+                    p.accepted = "corroborated"
+            if any(p.accepted is None for p in pending):
+                need_tagger.append(i)
+            explicit_all.append(explicit)
+            pending_all.append(pending)
+
+        if self.tagger is not None and need_tagger:
+            spans = self.tagger([items[i][0] for i in need_tagger])
+            if len(spans) != len(need_tagger):
+                raise ValueError(f"tagger returned {len(spans)} results for {len(need_tagger)} texts")
+            for i, orgs in zip(need_tagger, spans):
+                for p in pending_all[i]:
+                    if p.accepted is None:
+                        conf = max((c for s, e, c in orgs if s < p.end and e > p.start), default=None)
+                        if conf is not None and conf >= self.org_threshold:
+                            p.accepted, p.confidence = "tagger", float(conf)
+        elif self.tagger is None and self.fallback == "cues":
+            for i in need_tagger:
+                _apply_cues(items[i][0], pending_all[i], self.universe)
+
+        out: list[list[Mention]] = []
+        for explicit, pending in zip(explicit_all, pending_all):
+            ments = list(explicit)
+            for p in pending:
+                if p.accepted is not None:
+                    ments.append(Mention(p.alias.symbol, (p.start, p.end), "name", p.accepted, p.confidence))
+            ments.sort(key=lambda m: m.span)
+            out.append(ments)
+        return out
+
+    def _explicit(self, text: str) -> list[Mention]:
+        found = [
+            Mention(self.resolve(m.group(1).upper()), m.span(), "cashtag", "explicit")
+            for m in _CASHTAG.finditer(text)
+        ]
+        found += [
+            Mention(self.resolve(sym, exch), span, "exchange", "explicit")
+            for sym, span, _, exch in _exchange_mentions(text)
+        ]
+        return found
+
+    def _names(self, text: str, explicit: list[Mention]) -> list[_Pending]:
+        out = []
+        for start, end, alias in self.matcher.find(text):
+            if any(start < m.span[1] and end > m.span[0] for m in explicit):
+                continue  # inside "$AAPL" / "NASDAQ:AAPL": the explicit mention has it
+            out.append(_Pending(start, end, alias))
+        return out
+
+
+def _apply_cues(text: str, pending: list[_Pending], universe: Universe) -> None:
+    """Accept ambiguous names with a context cue; then spread along company lists."""
+    folded = fold(text)
+    words = _LONG_WORD.findall(text)
+    title_case = len(words) >= 3 and sum(w[0].isupper() for w in words) >= 0.7 * len(words)
+    for p in pending:
+        if p.accepted is not None:
+            continue
+        before = _WORDS_BEFORE.search(folded[max(0, p.start - 40) : p.start])
+        w1, w2 = (before.group(1), before.group(2)) if before else (None, None)
+        cue_before = w2 in _CUE_BEFORE or (w1 is not None and f"{w1}-{w2}" in _CUE_BEFORE)
+        if not title_case and not cue_before:
+            prev = _PREV_WORD.search(text[max(0, p.start - 40) : p.start])
+            if prev and prev.group(1)[0].isupper() and fold(prev.group(1)) not in _NOT_NAMES:
+                continue  # "Harrison Ford says", "Governor Cooper says": likely a person
+        after = _WORD_AFTER.match(folded, p.end)
+        to_verb = _TO_VERB.match(folded, p.end)
+        if (
+            cue_before
+            or (after and after.group(1) in _CUE_AFTER)
+            or _MOVE_AFTER.match(folded, p.end)
+            or (to_verb and to_verb.group(1) in _CUE_TO_VERB)
+        ):
+            p.accepted = "cue"
+            continue
+        paren = _PAREN_SYMBOL.match(text, p.end)
+        if paren:
+            c = universe.company(paren.group(1))
+            if c is not None and c.symbol == p.alias.symbol:
+                p.accepted = "cue"
+    changed = True
+    while changed:  # "Apple, Microsoft and Nvidia": a list of companies is a cue for its members
+        changed = False
+        for a, b in itertools.pairwise(pending):
+            if (a.accepted is None) == (b.accepted is None):
+                continue
+            gap = " ".join(folded[a.end : b.start].replace("'s", " ").split())
+            if gap in _LIST_GAPS:
+                for p in (a, b):
+                    if p.accepted is None:
+                        p.accepted = "cue"
+                        changed = True
+
+
+def _aggregate(mentions: list[Mention], feed: list[str]) -> list[TickerLink]:
     best: dict[str, TickerLink] = {}
 
     def offer(candidate: TickerLink) -> None:
@@ -83,14 +487,46 @@ def link(msg: InputMessage) -> list[TickerLink]:
         ):
             best[candidate.symbol] = candidate
 
-    # parse_input already upper-cased, de-duplicated and validated the feed's symbols
-    for rank, symbol in enumerate(msg.tickers):
+    for rank, symbol in enumerate(dict.fromkeys(feed)):
         offer(TickerLink(symbol=symbol, span=None, method="feed", relevance=rank_relevance(rank)))
 
-    ranks: dict[str, int] = {}  # symbol -> rank of its first mention in the text
-    for symbol, span, method in find_mentions(msg.text):
-        rank = ranks.setdefault(symbol, len(ranks))
-        offer(TickerLink(symbol=symbol, span=span, method=method, relevance=rank_relevance(rank)))  # type: ignore[arg-type]
-
+    by_symbol: dict[str, list[Mention]] = {}
+    for m in mentions:  # text order, so dict order is first-mention order (the rank)
+        by_symbol.setdefault(m.symbol, []).append(m)
+    for rank, (symbol, ms) in enumerate(by_symbol.items()):
+        explicit = [m for m in ms if m.method != "name"]
+        weight = 1.0 if explicit else NAME_WEIGHT
+        relevance = min(1.0, weight * rank_relevance(rank) + MENTION_BONUS * (len(ms) - 1))
+        shown = (explicit or ms)[0]
+        confs = [m.confidence for m in ms if m.confidence is not None]
+        offer(
+            TickerLink(
+                symbol=symbol,
+                span=shown.span,
+                method=shown.method,  # type: ignore[arg-type]
+                relevance=round(relevance, 4),
+                confidence=max(confs) if confs else None,
+            )
+        )
     # stable: equal relevance keeps first-seen order (feed order, then text order)
     return sorted(best.values(), key=lambda t: -t.relevance)
+
+
+_DEFAULT: Linker | None = None
+
+
+def default_linker() -> Linker:
+    """The process-wide linker :func:`link` uses: default universe, no tagger (built lazily)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Linker()
+    return _DEFAULT
+
+
+def link(msg: InputMessage) -> list[TickerLink]:
+    """Link ``msg`` to tickers: one :class:`TickerLink` per symbol, most relevant first.
+
+    Uses :func:`default_linker` (no tagger; ambiguous names need a cue). A worker with a tagger
+    builds its own :class:`Linker` and calls :meth:`Linker.link_many` per micro-batch.
+    """
+    return default_linker().link(msg)

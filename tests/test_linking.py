@@ -27,7 +27,7 @@ def symbols(text: str, tickers: list[str] | None = None) -> list[str]:
     [
         ("$AAPL beats estimates", ["AAPL"]),
         ("Berkshire $BRK.B adds to its stake", ["BRK.B"]),
-        ("Brown-Forman $BF-B slips", ["BF-B"]),
+        ("Brown-Forman $BF-B slips", ["BF.B"]),  # the universe's symbol: class shares as BF.B
         ("Loading up on $AAPL.", ["AAPL"]),  # the full stop ends the sentence
         ("$AAPL, $MSFT; ($NVDA) and $GOOGL!", ["AAPL", "MSFT", "NVDA", "GOOGL"]),
         ("bought more $tsla today", ["TSLA"]),  # all-lower-case cashtags are common on social

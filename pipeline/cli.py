@@ -148,6 +148,41 @@ def score(
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
 
 
+@app.command("link")
+def link_(
+    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to link (default: lines on stdin)")] = None,
+    companies: Annotated[Optional[Path], typer.Option(
+        help="CSV symbol,name[,aliases] that extends or overrides the company universe")] = None,
+    tagger: Annotated[Optional[str], typer.Option(
+        help="ORG tagger that settles ambiguous names ('Apple', 'Target'): 'default' or a tagger directory")] = None,
+    fallback: Annotated[str, typer.Option(
+        help="without --tagger, ambiguous names need: 'cues' (context such as 'Apple shares') | 'none'")] = "cues",
+) -> None:
+    """Link texts to tickers; prints one JSON line per text, in input order.
+
+    {"text", "links": [{"symbol", "span": [start, end], "method", "relevance", "confidence"}]}
+    """
+    from pipeline.linking import Linker
+    from pipeline.universe import load_universe
+
+    items = _texts(texts)
+    try:
+        org_spans = None
+        if tagger:
+            from models.tagger import TokenTagger
+
+            org_spans = TokenTagger.load(None if tagger == "default" else Path(tagger)).org_spans
+        linker = Linker(load_universe(companies), org_spans, fallback=fallback)  # type: ignore[arg-type]
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    for i in range(0, len(items), 1024):  # stream: one tagger batch per 1024 lines
+        chunk = items[i : i + 1024]
+        for text, links in zip(chunk, linker.link_texts(chunk)):
+            out = [{"symbol": t.symbol, "span": list(t.span) if t.span else None, "method": t.method,
+                    "relevance": t.relevance, "confidence": t.confidence} for t in links]
+            sys.stdout.write(orjson.dumps({"text": text, "links": out}).decode() + "\n")
+
+
 @app.command("train-tagger")
 def train_tagger(
     data: Annotated[Path, typer.Option(help="training CoNLL file (token<TAB>BIO tag; PER/LOC/ORG)")],

@@ -117,6 +117,7 @@ def faust_child(bootstrap: str, topic: str, n: int, mode: str, result_path: Path
         f"bench-faust-{mode}-{uuid.uuid4().hex[:8]}",
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        datadir=str(result_path.parent / "faust-data"),  # not the current directory
         web_enabled=False,
         topic_disable_leader=True,
         broker_session_timeout=SESSION_TIMEOUT_MS / 1000,
@@ -157,7 +158,7 @@ def run_faust(bootstrap: str, topic: str, n: int, mode: str, timeout: float) -> 
         result = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--child", mode, "--bootstrap", bootstrap, "--topic", topic,
                "-n", str(n), "--result", str(result)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, check=False)
         if result.exists():
             return orjson.loads(result.read_bytes())
     raise RuntimeError(f"faust child ({mode}) produced no result; rc={proc.returncode}\n{proc.stderr[-2000:]}")

@@ -253,6 +253,104 @@ def eval_tagger(
     console.print(table)
 
 
+# ------------------------------------------------------------------ streaming: worker, produce, demo
+
+
+def _logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+
+
+@app.command()
+def worker(
+    bootstrap: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers")] = None,
+    redis_url: Annotated[Optional[str], typer.Option(help="Redis URL (the commit point)")] = None,
+    namespace: Annotated[Optional[str], typer.Option(help="prefix for topic names and Redis keys")] = None,
+    group_id: Annotated[Optional[str], typer.Option(help="Kafka consumer group")] = None,
+    max_batch: Annotated[Optional[int], typer.Option(help="largest micro-batch")] = None,
+    max_wait_ms: Annotated[Optional[int], typer.Option(help="longest wait to fill a micro-batch")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (0 = off)")] = None,
+    model: ModelOpt = None,
+    rule: RuleOpt = None,
+    session_timeout_ms: Annotated[int, typer.Option(
+        help="Kafka session timeout; a restarted worker waits this long for its dead predecessor")] = 10_000,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+) -> None:
+    """Run the streaming worker: consume news/tweets, score, aggregate, write Redis and Kafka.
+
+    Runs until SIGTERM or Ctrl-C, then stops fetching, drains what is in flight and commits.
+    """
+    import asyncio
+
+    from pipeline.worker import Worker
+
+    _logging(log_level)
+    settings = _settings(bootstrap=bootstrap, redis_url=redis_url, namespace=namespace, group_id=group_id,
+                         max_batch=max_batch, max_wait_ms=max_wait_ms, metrics_port=metrics_port,
+                         model_dir=model, exit_rule=rule)
+    try:
+        asyncio.run(Worker(settings, session_timeout_ms=session_timeout_ms).run(handle_signals=True))
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 1)
+
+
+@app.command()
+def produce(
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV file in the input schema", exists=True, dir_okay=False)],
+    topic: Annotated[Optional[str], typer.Option(
+        help="send everything to this topic (default: kind=tweet -> tweets topic, else news)")] = None,
+    bootstrap: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers")] = None,
+    namespace: Annotated[Optional[str], typer.Option(help="prefix for topic names")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="at most this many messages per second")] = None,
+) -> None:
+    """Send a feed file to the input topics; bad lines are reported with line numbers and skipped."""
+    import asyncio
+
+    from rich.progress import Progress
+
+    from pipeline.feed import produce_feed
+
+    settings = _settings(bootstrap=bootstrap, namespace=namespace)
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"producing {file.name}", total=None)
+        try:
+            report = asyncio.run(produce_feed(settings, file, topic=topic, rate=rate,
+                                              on_progress=lambda n: progress.update(task, completed=n)))
+        except (OSError, ValueError) as exc:
+            _fail(str(exc), 1)
+    for line_no, reason in report.bad:
+        typer.secho(f"{file}:{line_no}: skipped: {reason}", fg="yellow", err=True)
+    sent = ", ".join(f"{n} to {t}" for t, n in report.sent.items()) or "nothing"
+    typer.echo(f"sent {sent} in {report.seconds:.1f}s; {len(report.bad)} bad lines skipped")
+
+
+@app.command()
+def demo(
+    duration: Annotated[Optional[float], typer.Option(help="stop after this many seconds")] = None,
+    until_drained: Annotated[bool, typer.Option(
+        "--until-drained", help="stop once everything sent was applied and published")] = False,
+    feed: Annotated[Optional[Path], typer.Option(help="feed to replay (default: the bundled sample feed)")] = None,
+    rate: Annotated[float, typer.Option(help="replay speed, messages per second (0 = as fast as possible)")] = 100.0,
+    namespace: Annotated[str, typer.Option(help="Redis/topic namespace the demo owns (cleared first)")] = "demo.",
+    model: ModelOpt = None,
+    log_level: Annotated[str, typer.Option(help="log level of the worker")] = "WARNING",
+) -> None:
+    """Everything on this machine: embedded Kafka, Redis (or embedded Valkey), a worker, a replayed
+    feed and a live per-ticker table. Ctrl-C, --duration or --until-drained stop it."""
+    from pipeline.demo import SAMPLE_FEED, run_demo
+
+    _logging(log_level)
+    settings = _settings(namespace=namespace, model_dir=model, metrics_port=0)
+    try:
+        code = run_demo(settings, feed=feed or SAMPLE_FEED, duration=duration, until_drained=until_drained,
+                        rate=rate or None)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 1)
+    raise typer.Exit(code)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -64,6 +64,17 @@ def fastest_within(rows: list[dict[str, Any]], full_accuracy: float, loss: float
     return out
 
 
+def choose_default_rule(report: dict[str, Any], max_loss: float = 0.005, rule: str = "cwb") -> dict[str, Any]:
+    """The fastest ``rule`` setting whose accuracy is within ``max_loss`` of full depth.
+
+    Run it on a dev split, never on the set you report: the chosen rule is part of the model.
+    """
+    best = fastest_within(report["rules"], report["accuracy"], max_loss).get(rule)
+    if best is None:
+        return {"rule": "full", "params": {}}
+    return {"rule": rule, "params": best["params"]}
+
+
 def evaluate(model: ElbertClassifier, data: LabelledTexts, rules: list[ExitRule] | None = None,
              progress: bool = False) -> dict[str, Any]:
     """The ``finsent eval`` report (one JSON-able dict)."""

@@ -228,7 +228,7 @@ def default_sweep(num_layers: int) -> list[ExitRule]:
     rules += [Patience(p) for p in range(1, num_layers + 1)]
     rules += [
         ConfidenceWindow(t, w, m)
-        for t in (0.05, 0.1, 0.2, 0.3, 0.4)
+        for t in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
         for w in (2, 3)
         for m in (0.2, 0.3, 0.4, 0.5)
     ]

@@ -196,8 +196,13 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainConfig,
-               base: str, pooling: str, shared_head: bool, max_length: int) -> dict[str, Any]:
-    """``finsent train``: read data, train, save the artifact; returns the summary."""
+               base: str, pooling: str, shared_head: bool, max_length: int,
+               rule_max_loss: float = 0.005) -> dict[str, Any]:
+    """``finsent train``: read data, train, pick the default exit rule on dev, save the artifact.
+
+    The default rule is the fastest CWB setting within ``rule_max_loss`` accuracy of full depth
+    on the dev set.
+    """
     from models.datasets import read_labelled_csv
 
     data = read_labelled_csv(data_path)
@@ -207,6 +212,12 @@ def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainCo
         data, dev = split_dev(data, 0.1, cfg.seed)
     model = ElbertClassifier.from_backbone(base, pooling=pooling, shared_head=shared_head, max_length=max_length)
     summary = train(model, data, dev, cfg)
+    from models.evaluate import choose_default_rule, evaluate
+
+    dev_report = evaluate(model, dev)
+    model.config.default_rule = choose_default_rule(dev_report, rule_max_loss)
+    summary["dev_full_accuracy"] = dev_report["accuracy"]
+    summary["default_rule"] = model.config.default_rule
     model.config.version = f"{out.name}-{time.strftime('%Y%m%d')}"
     model.config.info = {
         "train_data": str(data_path), "train_rows": len(data), "dev_rows": len(dev),

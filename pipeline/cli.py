@@ -61,17 +61,23 @@ def train(
     lora_r: int = 16,
     max_length: int = 128,
     seed: int = 13,
+    rule_max_loss: Annotated[float, typer.Option(
+        help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
     threads: Optional[int] = None,
     device: str = "cpu",
 ) -> None:
-    """Fine-tune an early-exit classifier: LoRA on the backbone plus one exit head per layer."""
+    """Fine-tune an early-exit classifier: LoRA on the backbone plus one exit head per layer.
+
+    Seeded and deterministic on CPU. Holds out 10% of --data for early stopping unless --valid is
+    given, and stores the tuned default exit rule in the artifact's config.json.
+    """
     from models.datasets import DataError
     from models.train import TrainConfig, train_main
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, weighting=weighting,
                       lora_r=lora_r, seed=seed, threads=threads, device=device)
     try:
-        summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length)
+        summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length, rule_max_loss)
     except (DataError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(orjson.dumps({"out": str(out), **summary}).decode())

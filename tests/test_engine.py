@@ -10,40 +10,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models.engine import EarlyExitEngine, reference_predict
-from models.exits import ConfidenceWindow, Entropy, ExitRule, FullDepth, MaxProb, Patience, normalized_entropy
-from tinymodels import random_ids, tiny_classifier
+from models.exits import ConfidenceWindow, Entropy, FullDepth, MaxProb, Patience
+from tinymodels import borderline, exit_probs_one, random_ids, tiny_classifier
 
 MODELS = {(kind, shared): tiny_classifier(kind, layers=4, seed=3, shared_head=shared)
           for kind in ("bert", "albert") for shared in (False, True)}
 TOL = 1e-4
-
-
-@torch.no_grad()
-def exit_probs_one(model, ids):
-    x = torch.tensor([ids])
-    return model(x, torch.ones_like(x)).float().softmax(-1)[:, 0]  # [L, C]
-
-
-def borderline(rule: ExitRule, probs: torch.Tensor) -> bool:
-    """True when some layer's deciding quantity is within TOL of its threshold.
-
-    Only such decisions may differ between the engine and the reference: batching changes float
-    rounding by ~1e-7, which can flip a comparison that sits on the threshold.
-    """
-    c = probs.shape[-1]
-    maxp = probs.max(-1).values
-    ent = normalized_entropy(probs)
-    near = torch.zeros(probs.shape[0], dtype=torch.bool)
-    if isinstance(rule, MaxProb):
-        near = (maxp - rule.threshold).abs() < TOL
-    if isinstance(rule, (Entropy, ConfidenceWindow)):
-        near = (ent - rule.threshold).abs() < TOL
-    if isinstance(rule, ConfidenceWindow):
-        near |= (maxp - (1 / c + rule.margin)).abs() < TOL
-    if isinstance(rule, (Patience, ConfidenceWindow)):
-        top2 = probs.topk(2, -1).values
-        near |= (top2[:, 0] - top2[:, 1]).abs() < TOL  # argmax tie
-    return bool(near.any())
 
 
 rules = st.one_of(

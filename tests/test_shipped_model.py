@@ -1,0 +1,68 @@
+"""The shipped default model: CLI scoring and engine == one-at-a-time reference on 500 texts."""
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from models.elbert import DEFAULT_MODEL_DIR, ElbertClassifier
+from models.engine import EarlyExitEngine, reference_predict
+from models.exits import make_rule
+from tinymodels import borderline, exit_probs_one
+
+FEED = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "sample_feed.jsonl"
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(), reason="no shipped model")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return ElbertClassifier.load()
+
+
+def our_texts(n: int) -> list[str]:
+    """Texts from the bundled (project-written) sample feed, plus cut variants to reach n."""
+    texts = [orjson.loads(line)["text"] for line in FEED.read_text().splitlines() if line.strip()]
+    rng = random.Random(0)
+    while len(texts) < n:
+        t = rng.choice(texts).split()
+        texts.append(" ".join(t[: rng.randint(2, len(t))]))
+    return texts[:n]
+
+
+def test_cli_score_bullish_and_bearish_headlines():
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "score",
+         "Apple shares surge to record high after blowout earnings and raised guidance",
+         "Tesla stock plunges after massive recall and profit warning"],
+        capture_output=True, text=True, check=True, timeout=180,
+    )
+    lines = [orjson.loads(x) for x in out.stdout.splitlines()]
+    assert [x["label"] for x in lines] == ["positive", "negative"]
+    for x in lines:
+        assert set(x) >= {"text", "label", "probs", "score", "exit_layer"}
+        assert abs(sum(x["probs"].values()) - 1) < 1e-4
+        assert x["score"] == pytest.approx(x["probs"]["positive"] - x["probs"]["negative"])
+        assert 1 <= x["exit_layer"] <= 6
+    assert lines[0]["score"] > 0.5 > -0.5 > lines[1]["score"]
+
+
+def test_engine_equals_reference_on_500_texts(model):
+    rule_cfg = model.config.default_rule
+    rule = make_rule(rule_cfg["rule"], **rule_cfg["params"])
+    texts = our_texts(500)
+    ids, truncated = model.encode(texts)
+    got = EarlyExitEngine(model, rule, max_batch=64).run(ids, truncated)
+    differ = []
+    for x, pred in zip(ids, got):
+        ref = reference_predict(model, x, rule)
+        same = pred.exit_layer == ref.exit_layer and pred.label == ref.label
+        if same:
+            assert max(abs(a - b) for a, b in zip(pred.probs, ref.probs)) < 1e-4
+        else:  # allowed only where the deciding quantity is within 1e-4 of its threshold
+            layers = max(pred.exit_layer, ref.exit_layer)
+            assert borderline(rule, exit_probs_one(model, x)[:layers]), (pred, ref)
+    assert len({p.exit_layer for p in got}) > 1  # early exit really happens

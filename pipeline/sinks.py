@@ -405,6 +405,7 @@ class OutboxPublisher:
         self.ends: dict[TopicPartition, int] = {}
         self._claimed: set[str] = set()
         self._scanner: AIOKafkaConsumer | None = None
+        self._scanner_lock = asyncio.Lock()  # one assignment of the scanner at a time
 
     async def start(self) -> None:
         """Learn partition counts and end offsets of the output topics."""
@@ -418,7 +419,7 @@ class OutboxPublisher:
                 raise RuntimeError(f"output topic {topic!r} does not exist (create it first)")
             self.partitions[topic] = len(parts)
         tps = [TopicPartition(t, p) for t, n in self.partitions.items() for p in range(n)]
-        self.ends.update(await retry(lambda: self._scanner.end_offsets(tps), "end offsets of output topics"))
+        self.ends.update(await self.end_offsets(tps))
 
     async def stop(self) -> None:
         if self._scanner is not None:
@@ -550,6 +551,33 @@ class OutboxPublisher:
         log.info("outbox recovery: %d already in Kafka, %d produced", skipped, len(entries) - skipped)
         return len(entries)
 
+    async def end_offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """Exact end offsets (high watermarks) of ``tps``.
+
+        Read from a fetch response, not from ListOffsets: Tansu 0.6 answers ListOffsets(latest)
+        with the base offset of the partition's last record *batch* plus one, which is below the
+        end whenever that batch holds more than one record. Its fetch responses carry the true
+        high watermark, and ListOffsets is still a lower bound to start fetching from.
+        """
+        assert self._scanner is not None, "start() first"
+        scanner = self._scanner
+
+        async def read() -> dict[TopicPartition, int]:
+            async with self._scanner_lock:
+                scanner.assign(list(tps))
+                for tp, lower in (await scanner.end_offsets(list(tps))).items():
+                    scanner.seek(tp, lower)
+                out: dict[TopicPartition, int] = {}
+                while len(out) < len(tps):
+                    await scanner.getmany(*(tp for tp in tps if tp not in out), timeout_ms=_SCAN_POLL_MS)
+                    for tp in tps:
+                        high = scanner.highwater(tp)
+                        if high is not None:
+                            out[tp] = high
+                return out
+
+        return await retry(read, "Kafka end offsets")
+
     async def find_published(self, entries: Sequence[OutboxEntry]) -> set[str]:
         """Effect ids of ``entries`` that are already in Kafka.
 
@@ -568,26 +596,32 @@ class OutboxPublisher:
         async def scan() -> set[str]:
             found: set[str] = set()
             tps = list(wanted)
-            scanner.assign(tps)
-            ends = await scanner.end_offsets(tps)
-            begins = await scanner.beginning_offsets(tps)
-            todo = set()
-            for tp in tps:
-                # clamp: a scan_from past the end means the topic was recreated (nothing of ours)
-                first = min(max(start[tp], begins[tp]), ends[tp])
-                if first < ends[tp]:
-                    scanner.seek(tp, first)
-                    todo.add(tp)
-            while todo:
-                batches = await scanner.getmany(*todo, timeout_ms=_SCAN_POLL_MS)
-                for tp, records in batches.items():
-                    for r in records:
-                        for name, value in r.headers or ():
-                            if name == EFFECT_HEADER and value.decode() in wanted[tp]:
-                                found.add(value.decode())
-                for tp in list(todo):
-                    if await scanner.position(tp) >= ends[tp]:
-                        todo.discard(tp)
+            async with self._scanner_lock:
+                scanner.assign(tps)
+                begins = await scanner.beginning_offsets(tps)
+                for tp in tps:
+                    scanner.seek(tp, max(start[tp], begins[tp]))
+                todo = set(tps)
+                # Until the position reaches the high watermark of a fetch response (see
+                # end_offsets for why not ListOffsets). Nothing of ours can be produced
+                # meanwhile: the entries are claimed by this process.
+                while todo:
+                    batches = await scanner.getmany(*todo, timeout_ms=_SCAN_POLL_MS)
+                    for tp, records in batches.items():
+                        for r in records:
+                            for name, value in r.headers or ():
+                                if name == EFFECT_HEADER and value.decode() in wanted[tp]:
+                                    found.add(value.decode())
+                    for tp in list(todo):
+                        high = scanner.highwater(tp)
+                        if high is None:
+                            continue
+                        position = await scanner.position(tp)
+                        if position > high:
+                            # scan_from past the end: the topic was recreated; scan all of it
+                            scanner.seek(tp, begins[tp])
+                        elif position == high:
+                            todo.discard(tp)
             return found
 
         return await retry(scan, "Kafka scan for published effect ids")

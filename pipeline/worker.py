@@ -227,13 +227,13 @@ class Worker:
     async def drained(self) -> bool:
         """True when every message in the assigned partitions is done and committed and the
         outboxes are empty (the demo's ``--until-drained``)."""
-        consumer, redis = self._consumer, self._redis
-        if consumer is None or redis is None or not self.ready.is_set() or self.outstanding:
+        consumer, redis, publisher = self._consumer, self._redis, self._publisher
+        if consumer is None or redis is None or publisher is None or not self.ready.is_set() or self.outstanding:
             return False
-        assignment = list(consumer.assignment())
+        assignment = sorted(consumer.assignment())
         if not assignment:
             return False
-        ends = await consumer.end_offsets(assignment)
+        ends = await publisher.end_offsets(assignment)
         for tp in assignment:
             if ((await consumer.committed(tp)) or 0) < ends[tp]:
                 return False

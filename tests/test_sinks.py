@@ -1,0 +1,253 @@
+"""pipeline.sinks against a real Redis and the embedded broker: the commit point and the outbox.
+
+Covers the crash windows of the exactly-once design directly: re-application (``dup``), a
+different text under a known id, stale caches (optimistic concurrency, including a stale seq
+that happens to match inside one script call), late documents, and outbox recovery after a
+crash between the script and the Kafka acks.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from streaming_helpers import T0, read_topic, scored_doc
+
+from pipeline import metrics
+from pipeline.aggregate import Aggregator, recompute_states
+from pipeline.infra import EmbeddedBroker, create_topics
+from pipeline.schemas import DeadLetter, ScoredDocument, TickerScore
+from pipeline.sinks import Applier, Keys, OutboxPublisher, Rejected, Scored, text_hash
+
+pytestmark = pytest.mark.integration
+
+HOUR = 3_600_000
+
+
+@dataclass
+class Env:
+    bootstrap: str
+    redis: aioredis.Redis
+    keys: Keys
+    producer: AIOKafkaProducer
+    publisher: OutboxPublisher
+    docs: str
+    scores: str
+    dlq: str
+    offset: int = 0
+
+    def applier(self, lateness_s: float = 3600.0) -> Applier:
+        return Applier(
+            self.redis, self.keys, Aggregator(3600.0, lateness_s), self.publisher,
+            documents_topic=self.docs, scores_topic=self.scores, dlq_topic=self.dlq,
+            history_len=3, clock=lambda: T0 + 10 * HOUR,
+        )  # fmt: skip
+
+    async def new_publisher(self) -> OutboxPublisher:
+        """A publisher as a restarted process would have: no claims, fresh end offsets."""
+        pub = OutboxPublisher(self.producer, self.redis, self.bootstrap, [self.docs, self.scores, self.dlq])
+        await pub.start()
+        return pub
+
+    def scored(self, doc: ScoredDocument) -> Scored:
+        self.offset += 1
+        assert doc.text is not None
+        return Scored(doc, text_hash(doc.text), doc.text.encode(), "in", 0, self.offset)
+
+    async def publish(self, outcomes: list, publisher: OutboxPublisher | None = None) -> None:
+        pub = publisher or self.publisher
+        entries = [e for o in outcomes for e in o.entries]
+        await pub.produce(entries)
+        await pub.delete(entries)
+
+
+@pytest.fixture
+async def env(broker: EmbeddedBroker, redis_url: str, ns: str) -> AsyncIterator[Env]:
+    docs, scores, dlq = f"{ns}documents", f"{ns}scores", f"{ns}dlq"
+    await create_topics(broker.bootstrap, [docs, scores, dlq], partitions=2)
+    redis = aioredis.Redis.from_url(redis_url)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False, acks="all")
+    await producer.start()
+    publisher = OutboxPublisher(producer, redis, broker.bootstrap, [docs, scores, dlq])
+    await publisher.start()
+    try:
+        yield Env(broker.bootstrap, redis, Keys(ns), producer, publisher, docs, scores, dlq)
+    finally:
+        await publisher.stop()
+        await producer.stop()
+        await redis.aclose()
+
+
+def effect_counts(records: list) -> Counter[str]:
+    return Counter(r.effect_id for r in records)
+
+
+async def test_apply_commits_everything_once(env: Env) -> None:
+    applier = env.applier()
+    doc = scored_doc("d1", T0, ("AAPL", "MSFT"))
+    (o,) = await applier.apply([env.scored(doc)])
+    assert o.status == "applied" and [u.symbol for u in o.updates] == ["AAPL", "MSFT"]
+    assert [e.effect_id for e in o.entries] == ["doc:d1", "score:AAPL:1", "score:MSFT:1"]
+    r, k = env.redis, env.keys
+    assert int(await r.get(k.applied)) == 1
+    assert await r.get(k.doc("d1")) == text_hash("text of d1").encode()
+    assert 0 < await r.ttl(k.doc("d1")) <= 30 * 86_400
+    assert {s.decode() for s in await r.smembers(k.tickers)} == {"AAPL", "MSFT"}
+    latest = await r.hgetall(k.ticker("AAPL"))
+    assert latest[b"seq"] == b"1" and latest[b"last_doc_id"] == b"d1"
+    (member,) = await r.zrange(k.history("AAPL"), 0, -1)
+    assert TickerScore.from_json(member) == o.updates[0]
+    assert await r.xlen(k.outbox("in", 0)) == 3
+
+    await env.publish([o])
+    assert await r.xlen(k.outbox("in", 0)) == 0
+    docs = await read_topic(env.bootstrap, env.docs)
+    scores = await read_topic(env.bootstrap, env.scores)
+    assert [(d.key, d.effect_id) for d in docs] == [(b"d1", "doc:d1")]
+    assert ScoredDocument.from_json(docs[0].value) == doc
+    assert sorted((s.key, s.effect_id) for s in scores) == [(b"AAPL", "score:AAPL:1"), (b"MSFT", "score:MSFT:1")]
+
+    # re-delivery: nothing changes anywhere
+    (again,) = await applier.apply([env.scored(doc)])
+    assert again.status == "duplicate" and again.entries == []
+    assert int(await r.get(k.applied)) == 1
+    assert await r.xlen(k.outbox("in", 0)) == 0
+
+
+async def test_history_is_capped(env: Env) -> None:
+    applier = env.applier()
+    outcomes = await applier.apply([env.scored(scored_doc(f"h{i}", T0 + i, ("AAPL",))) for i in range(5)])
+    assert [o.status for o in outcomes] == ["applied"] * 5
+    history = await env.redis.zrange(env.keys.history("AAPL"), 0, -1)
+    assert [TickerScore.from_json(m).seq for m in history] == [3, 4, 5]  # history_len=3, newest kept
+
+
+async def test_same_id_other_text_is_dead_lettered_once(env: Env) -> None:
+    applier = env.applier()
+    await env.publish(await applier.apply([env.scored(scored_doc("x", T0, ("AAPL",)))]))
+    imposter = env.scored(scored_doc("x", T0, ("AAPL",), text="a different story"))
+    (o,) = await applier.apply([imposter])
+    assert o.status == "dead_lettered" and o.dead_letter is not None
+    assert o.dead_letter.reason == "duplicate_id" and o.dead_letter.doc_id == "x"
+    assert o.dead_letter.raw == b"a different story"
+    # the same bad message re-delivered (same topic/partition/offset) is not dead-lettered again
+    (o2,) = await applier.apply([imposter])
+    assert o2.status == "already_dead_lettered" and o2.entries == []
+    await env.publish([o, o2])
+    assert int(await env.redis.get(env.keys.applied)) == 1
+    dlq = await read_topic(env.bootstrap, env.dlq)
+    assert [d.effect_id for d in dlq] == [f"dlq:in:0:{imposter.offset}"]
+    assert DeadLetter.from_json(dlq[0].value).reason == "duplicate_id"
+
+
+async def test_parse_failures_are_dead_lettered_once(env: Env) -> None:
+    applier = env.applier()
+    dl = DeadLetter.from_error(b"\xff not json", "not_utf8", "bad bytes", "news.raw", 3, 17, failed_at=T0)
+    (o,) = await applier.apply([Rejected(dl)])
+    (o2,) = await applier.apply([Rejected(dl)])
+    assert (o.status, o2.status) == ("dead_lettered", "already_dead_lettered")
+    assert o.entries[0].stream == env.keys.outbox("news.raw", 3)
+    await env.publish([o])
+    (rec,) = await read_topic(env.bootstrap, env.dlq)
+    assert rec.effect_id == "dlq:news.raw:3:17"
+    assert DeadLetter.from_json(rec.value) == dl
+
+
+async def test_state_round_trips_through_redis(env: Env) -> None:
+    applier = env.applier()
+    docs = [scored_doc(f"s{i}", T0 + (i * 7919) % 600_000, ("AAPL", "TSLA")[: 1 + i % 2],
+                       label=("positive", "negative", "neutral")[i % 3], score=((i % 5) - 2) / 2.5)
+            for i in range(12)]  # fmt: skip
+    await applier.apply([env.scored(d) for d in docs])
+    stored = await applier.load_states(["AAPL", "TSLA", "NOPE"])
+    assert set(stored) == {"AAPL", "TSLA"}
+    for sym in stored:
+        assert stored[sym].to_dict() == applier.agg.tickers[sym].to_dict()  # exact, floats included
+        ref = recompute_states(docs, half_life_s=3600.0, lateness_s=3600.0)[sym]
+        assert stored[sym].seq == ref.seq and stored[sym].events == ref.events
+        assert stored[sym].num == pytest.approx(ref.num, rel=1e-12)
+        assert stored[sym].den == pytest.approx(ref.den, rel=1e-12)
+
+
+async def test_concurrent_appliers_conflict_and_converge(env: Env) -> None:
+    """Two workers share AAPL. B's cache goes stale; in one call B then sends a doc built on the
+    stale state (seq conflict) and one whose expected seq happens to match Redis again -- the
+    script must refuse the second as well, or it would overwrite A's update."""
+    a, b = env.applier(), env.applier()
+    d0, d1 = scored_doc("c0", T0, ("AAPL",)), scored_doc("c1", T0 + 1000, ("AAPL",), label="negative", score=-0.8)
+    d2 = scored_doc("c2", T0 + 2000, ("AAPL",))
+    d3 = scored_doc("c3", T0 + 3000, ("AAPL", "MSFT"), label="neutral", score=0.0)
+    assert (await b.apply([env.scored(d0)]))[0].status == "applied"  # B caches AAPL at seq 1
+    assert (await a.apply([env.scored(d1)]))[0].status == "applied"  # A loads seq 1, writes seq 2
+    conflicts = metrics.CONFLICTS._value.get()
+    outcomes = await b.apply([env.scored(d2), env.scored(d3)])
+    assert [o.status for o in outcomes] == ["applied", "applied"]
+    assert metrics.CONFLICTS._value.get() - conflicts >= 2
+    assert [u.seq for u in outcomes[0].updates] == [3]
+    assert [(u.symbol, u.seq) for u in outcomes[1].updates] == [("AAPL", 4), ("MSFT", 1)]
+    stored = await b.load_states(["AAPL"])
+    ref = recompute_states([d0, d1, d2, d3], half_life_s=3600.0, lateness_s=3600.0)["AAPL"]
+    assert stored["AAPL"].events == ref.events and stored["AAPL"].seq == 4
+    assert stored["AAPL"].num == pytest.approx(ref.num) and stored["AAPL"].den == pytest.approx(ref.den)
+
+
+async def test_late_document_applies_the_rest_and_is_dead_lettered(env: Env) -> None:
+    applier = env.applier(lateness_s=60)
+    await applier.apply([env.scored(scored_doc("new", T0 + 2 * HOUR, ("AAPL",)))])
+    late = env.scored(scored_doc("old", T0, ("AAPL", "MSFT")))
+    (o,) = await applier.apply([late])
+    assert o.status == "applied"
+    assert o.doc is not None and [t.symbol for t in o.doc.tickers] == ["MSFT"]  # what the aggregates got
+    assert [u.symbol for u in o.updates] == ["MSFT"]
+    assert o.dead_letter is not None and o.dead_letter.reason == "late" and "AAPL" in o.dead_letter.detail
+    assert [e.effect_id for e in o.entries] == ["doc:old", "score:MSFT:1", f"dlq:in:0:{late.offset}"]
+    assert (await applier.apply([late]))[0].status == "duplicate"  # and it counts once
+    assert int(await env.redis.get(env.keys.applied)) == 2
+
+
+async def test_recovery_publishes_only_what_is_missing(env: Env) -> None:
+    """Crash after the script, after only some records were acknowledged and none deleted."""
+    applier = env.applier()
+    outcomes = await applier.apply([env.scored(scored_doc(f"r{i}", T0 + i, ("AAPL", "NVDA"))) for i in range(4)])
+    entries = [e for o in outcomes for e in o.entries]
+    assert len(entries) == 12
+    await env.publisher.produce(entries[:5])  # acked, then "SIGKILL": nothing deleted
+    # some unrelated traffic lands on the topics meanwhile (recovery must scan past it)
+    for i in range(10):
+        await env.producer.send_and_wait(env.docs, orjson.dumps({"other": i}), key=b"other")
+
+    restarted = await env.new_publisher()
+    try:
+        assert await restarted.recover([env.keys.outbox("in", 0)]) == 12
+        assert await restarted.recover([env.keys.outbox("in", 0)]) == 0  # idempotent
+    finally:
+        await restarted.stop()
+    assert await env.redis.xlen(env.keys.outbox("in", 0)) == 0
+    records = await read_topic(env.bootstrap, env.docs) + await read_topic(env.bootstrap, env.scores)
+    counts = effect_counts([r for r in records if r.effect_id])
+    assert set(counts) == {e.effect_id for e in entries}
+    assert max(counts.values()) == 1, f"duplicated: {[k for k, v in counts.items() if v > 1]}"
+
+
+async def test_recovery_skips_claimed_entries(env: Env) -> None:
+    """Entries this process is already publishing are not picked up again by a recovery."""
+    applier = env.applier()
+    (o,) = await applier.apply([env.scored(scored_doc("k1", T0, ("AAPL",)))])
+    assert await applier.recover([env.keys.outbox("in", 0)]) == 0  # claimed by the applier
+    await env.publish([o])
+    records = await read_topic(env.bootstrap, env.docs)
+    assert [r.effect_id for r in records] == ["doc:k1"]
+
+
+async def test_produce_check_first_never_duplicates(env: Env) -> None:
+    applier = env.applier()
+    (o,) = await applier.apply([env.scored(scored_doc("p1", T0, ("AAPL",)))])
+    await env.publisher.produce(o.entries)
+    assert await env.publisher.produce(o.entries, check_first=True) == len(o.entries)  # all skipped
+    records = await read_topic(env.bootstrap, env.docs) + await read_topic(env.bootstrap, env.scores)
+    assert sorted(r.effect_id for r in records) == ["doc:p1", "score:AAPL:1"]

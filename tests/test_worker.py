@@ -1,0 +1,400 @@
+"""The streaming worker end to end: real embedded broker, real Redis, the real model.
+
+* 1,000 mixed news/tweet messages, 5% malformed, plus re-sent ids -> every valid message scored
+  and counted exactly once, every malformed one dead-lettered with its reason, aggregates in Redis
+  equal to an offline recomputation from the documents topic.
+* A worker subprocess SIGKILLed mid-stream and restarted in the same group -> totals still exact
+  in Redis and on every output topic (by effect id).
+
+The model comes from ``FINSENT_TEST_MODEL_DIR`` (default: the shipped model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from aiokafka import AIOKafkaProducer
+from streaming_helpers import T0, Record, high_watermarks, read_topic
+
+from pipeline.aggregate import recompute, recompute_states
+from pipeline.infra import EmbeddedBroker, create_topics, delete_keys_with_prefix
+from pipeline.schemas import DeadLetter, ScoredDocument, TickerScore
+from pipeline.settings import Settings
+from pipeline.sinks import Keys
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL_DIR = os.environ.get("FINSENT_TEST_MODEL_DIR") or None
+SYMBOLS = ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "JPM", "XOM", "META")
+PHRASES = (
+    "beats revenue estimates and raises full-year guidance",
+    "shares slump after the company cuts its outlook",
+    "to present at an industry conference next week",
+    "recalls vehicles over a faulty brake sensor",
+    "announces a $10 billion share buyback",
+    "misses on earnings as margins shrink",
+)
+# (malformed payload, the reason the worker must give) -- cycled to make 5% of the stream
+MALFORMED: tuple[tuple[bytes, str], ...] = (
+    (b"not json at all", "not_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (b'{"id": "m", "published_at": "2024-03-14T14:00:00Z"}', "missing_field"),
+    (b'{"id": "m", "text": "   ", "published_at": "2024-03-14T14:00:00Z"}', "empty_text"),
+    (b'{"id": "m", "text": "hi", "published_at": "yesterday"}', "bad_timestamp"),
+    (b'{"id": "m", "text": "hi", "published_at": 1710424800}', "too_old"),
+    (b'{"id": 7, "text": "hi", "published_at": "2024-03-14T14:00:00Z"}', "wrong_type"),
+    (b"\xff\xfe{}", "not_utf8"),
+    (b'{"id": "m", "text": "hi", "published_at": "2024-03-14T14:00:00Z", "tickers": "AAPL"}', "bad_tickers"),
+    (b'{"id": "m", "text": "hi", "published_at": "2999-01-01T00:00:00Z"}', "future_timestamp"),
+)
+
+
+def valid_message(i: int, tag: str) -> tuple[str, bytes]:
+    """(kind, JSON) of the i-th valid input: a mix of cashtags, exchange prefixes, feed tickers,
+    several tickers and none; event times within ~17 minutes (nothing is late)."""
+    sym, other = SYMBOLS[i % len(SYMBOLS)], SYMBOLS[(i * 3 + 1) % len(SYMBOLS)]
+    phrase = PHRASES[i % len(PHRASES)]
+    style = i % 5
+    text = {
+        0: f"${sym} {phrase}",
+        1: f"NASDAQ:{sym} {phrase}; ${other} also moves",
+        2: f"Company {phrase}",  # feed tickers only
+        3: f"Markets: {phrase} (no ticker) #{i}",
+        4: f"${sym} and ${other}: {phrase}",
+    }[style]
+    kind = "tweet" if i % 2 else "news"
+    msg = {"id": f"{tag}-{i:05d}", "text": text, "published_at": T0 + i * 1000, "kind": kind}
+    if style == 2:
+        msg["tickers"] = [sym]
+    return kind, orjson.dumps(msg)
+
+
+async def produce(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, enable_idempotence=False, acks="all")
+    await producer.start()
+    try:
+        news, tweets = settings.topic(settings.news_topic), settings.topic(settings.tweets_topic)
+        futures = [await producer.send(tweets if kind == "tweet" else news, value) for kind, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Outputs:
+    documents: list[Record]
+    scores: list[Record]
+    dlq: list[Record]
+    applied: int
+    tickers: dict[str, dict[bytes, bytes]]
+    history_lengths: dict[str, int]
+    outbox_backlog: int
+
+
+async def collect(settings: Settings) -> Outputs:
+    s = settings
+    keys = Keys(s.namespace)
+    r = redis.Redis.from_url(s.redis_url)
+    try:
+        symbols = sorted(x.decode() for x in r.smembers(keys.tickers))
+        backlog = sum(
+            r.xlen(keys.outbox(t, p)) for t in (s.topic(s.news_topic), s.topic(s.tweets_topic)) for p in range(s.partitions)
+        )
+        return Outputs(
+            documents=await read_topic(s.bootstrap, s.topic(s.documents_topic)),
+            scores=await read_topic(s.bootstrap, s.topic(s.scores_topic)),
+            dlq=await read_topic(s.bootstrap, s.topic(s.dlq_topic)),
+            applied=int(r.get(keys.applied) or 0),
+            tickers={sym: r.hgetall(keys.ticker(sym)) for sym in symbols},
+            history_lengths={sym: r.zcard(keys.history(sym)) for sym in symbols},
+            outbox_backlog=backlog,
+        )
+    finally:
+        r.close()
+
+
+def assert_exactly_once(out: Outputs, n_valid: int) -> None:
+    """Documents, scores and dead letters each appear once per effect; counts add up."""
+    doc_ids = [ScoredDocument.from_json(d.value).id for d in out.documents]
+    assert len(doc_ids) == n_valid, f"{len(doc_ids)} document records for {n_valid} valid messages"
+    assert len(set(doc_ids)) == n_valid, "a document was published twice"
+    assert out.applied == n_valid
+    for name, records in (("documents", out.documents), ("ticker-scores", out.scores), ("dlq", out.dlq)):
+        effects = Counter(r.effect_id for r in records)
+        assert None not in effects, f"a {name} record without an effect id"
+        dupes = [e for e, c in effects.items() if c > 1]
+        assert not dupes, f"{name}: duplicated effects {dupes[:5]}"
+    # effect ids name what the record is
+    assert all(r.effect_id == f"doc:{r.key.decode()}" for r in out.documents)
+    for r in out.scores:
+        ts = TickerScore.from_json(r.value)
+        assert (r.key.decode(), r.effect_id) == (ts.symbol, f"score:{ts.symbol}:{ts.seq}"), r
+    # one score record per applied (document, ticker): the final seqs add up to them
+    assert len(out.scores) == sum(int(h[b"seq"]) for h in out.tickers.values())
+    assert out.outbox_backlog == 0
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[object]:
+    from pipeline.inference import build_engine
+
+    eng = build_engine(Settings(model_dir=MODEL_DIR, max_batch=32)).start()
+    yield eng
+    eng.close()
+
+
+def make_settings(bootstrap: str, redis_url: str, ns: str, **kw: object) -> Settings:
+    return Settings(bootstrap=bootstrap, redis_url=redis_url, namespace=ns, group_id=f"{ns}workers",
+                    partitions=3, metrics_port=0, max_batch=32, model_dir=MODEL_DIR, **kw)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- in-process worker
+
+N_MIXED = 1000
+N_BAD = N_MIXED // 20
+N_RESENT = 20  # valid messages sent a second time, unchanged
+N_REUSED_ID = 5  # a known id with a different text
+
+
+@dataclass
+class MixedRun:
+    settings: Settings
+    n_valid: int
+    bad_reasons: Counter[str]
+    out: Outputs
+    counts: dict[str, int]
+    committed_lag: int
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def mixed_run(broker: EmbeddedBroker, redis_server_url: str, engine: object) -> Iterator[MixedRun]:
+    from pipeline.worker import Worker
+
+    ns = f"t{os.urandom(6).hex()}."
+    s = make_settings(broker.bootstrap, redis_server_url, ns)
+    n_valid = N_MIXED - N_BAD
+    valid = [valid_message(i, "mix") for i in range(n_valid)]
+    bad = [("tweet" if i % 2 else "news", MALFORMED[i % len(MALFORMED)][0]) for i in range(N_BAD)]
+    messages = valid[: n_valid // 2] + bad[: N_BAD // 2] + valid[n_valid // 2 :] + bad[N_BAD // 2 :]
+    messages += valid[:N_RESENT]
+    reused = []
+    for i in range(N_REUSED_ID):
+        kind, raw = valid[100 + i]
+        d = orjson.loads(raw)
+        d["text"] += " (edited)"
+        reused.append((kind, orjson.dumps(d)))
+    messages += reused
+    bad_reasons = Counter(MALFORMED[i % len(MALFORMED)][1] for i in range(N_BAD)) + Counter(
+        {"duplicate_id": N_REUSED_ID}
+    )
+
+    async def run() -> MixedRun:
+        topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
+        await create_topics(s.bootstrap, topics, s.partitions)
+        await produce(s, messages)
+        worker = Worker(s, engine=engine, session_timeout_ms=6000)  # type: ignore[arg-type]
+        t0 = time.monotonic()
+        task = asyncio.create_task(worker.run())
+        try:
+            while not await worker.drained():
+                assert not task.done(), "worker exited early"
+                assert time.monotonic() - t0 < 240, f"not drained after 240 s: {worker.counts}"
+                await asyncio.sleep(0.25)
+        finally:
+            worker.stop()
+            await task
+        seconds = time.monotonic() - t0
+        lag = await _group_lag(s)
+        return MixedRun(s, n_valid, bad_reasons, await collect(s), dict(worker.counts), lag, seconds)
+
+    try:
+        yield asyncio.run(run())
+    finally:
+        delete_keys_with_prefix(redis_server_url, ns)
+
+
+async def _group_lag(s: Settings) -> int:
+    """Sum over input partitions of end offset minus the group's committed offset."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, group_id=s.group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(s.topic(t), p) for t in (s.news_topic, s.tweets_topic) for p in range(s.partitions)]
+        ends = await high_watermarks(s.bootstrap, tps)
+        return sum([ends[tp] - ((await consumer.committed(tp)) or 0) for tp in tps])
+    finally:
+        await consumer.stop()
+
+
+def test_every_valid_message_scored_exactly_once(mixed_run: MixedRun) -> None:
+    r = mixed_run
+    assert_exactly_once(r.out, r.n_valid)
+    assert r.counts["applied"] == r.n_valid
+    assert r.counts["duplicates"] == N_RESENT
+    assert r.committed_lag == 0, "every input offset is committed once drained"
+    docs = [ScoredDocument.from_json(d.value) for d in r.out.documents]
+    assert all(-1.0 <= d.score <= 1.0 and d.model_version and d.exit_layer >= 1 for d in docs)
+    assert {d.kind for d in docs} == {"news", "tweet"}
+    print(f"\n{r.n_valid + N_BAD + N_RESENT + N_REUSED_ID} messages drained in {r.seconds:.1f}s")
+
+
+def test_malformed_messages_are_dead_lettered_with_reasons(mixed_run: MixedRun) -> None:
+    r = mixed_run
+    letters = [DeadLetter.from_json(d.value) for d in r.out.dlq]
+    assert Counter(dl.reason for dl in letters) == r.bad_reasons
+    bad_payloads = {raw for raw, _ in MALFORMED}
+    for dl in letters:
+        assert dl.topic in (r.settings.topic(r.settings.news_topic), r.settings.topic(r.settings.tweets_topic))
+        assert dl.partition is not None and dl.offset is not None and dl.failed_at
+        if dl.reason == "duplicate_id":
+            assert dl.doc_id is not None and b"(edited)" in dl.raw
+        else:
+            assert dl.raw in bad_payloads
+    assert len({(dl.topic, dl.partition, dl.offset) for dl in letters}) == len(letters)
+
+
+def test_aggregates_equal_offline_recomputation(mixed_run: MixedRun) -> None:
+    r = mixed_run
+    s = r.settings
+    docs = [ScoredDocument.from_json(d.value) for d in r.out.documents]
+    expected = recompute(docs, half_life_s=s.half_life_s, lateness_s=s.lateness_s)
+    assert set(expected) == set(r.out.tickers) >= set(SYMBOLS)
+    for sym, h in r.out.tickers.items():
+        got = TickerScore.from_json(orjson.dumps({k.decode(): _num(v) for k, v in h.items()}))
+        want = expected[sym]
+        assert got.score == pytest.approx(want.score, abs=1e-9)
+        for f in ("label", "n_5m", "n_1h", "n_24h", "bullish_24h", "bearish_24h", "neutral_24h",
+                  "bullish_1h", "bearish_1h", "neutral_1h", "bullish_5m", "bearish_5m", "neutral_5m",
+                  "as_of", "seq", "model_version"):  # fmt: skip
+            assert getattr(got, f) == getattr(want, f), (sym, f)
+        # last_doc_id is the last document *applied*; the topic does not keep that order
+        assert got.last_doc_id in {d.id for d in docs if any(t.symbol == sym for t in d.tickers)}
+        assert r.out.history_lengths[sym] == min(got.seq, s.history_len)
+    # and the persisted state (what a restarted worker resumes from) matches too
+    states = recompute_states(docs, half_life_s=s.half_life_s, lateness_s=s.lateness_s)
+    stored = _stored_states(s, list(states))
+    for sym, st in states.items():
+        assert stored[sym].events == st.events and stored[sym].seq == st.seq
+        assert stored[sym].num == pytest.approx(st.num, rel=1e-9) and stored[sym].den == pytest.approx(st.den, rel=1e-9)
+
+
+def _num(v: bytes) -> object:
+    text = v.decode()
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def _stored_states(s: Settings, symbols: list[str]) -> dict:
+    from pipeline.aggregate import Aggregator
+    from pipeline.sinks import Applier
+
+    async def load() -> dict:
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(s.redis_url)
+        try:
+            applier = Applier(r, Keys(s.namespace), Aggregator(s.half_life_s, s.lateness_s), None,  # type: ignore[arg-type]
+                              documents_topic="", scores_topic="", dlq_topic="", history_len=1, clock=lambda: 0)  # fmt: skip
+            return await applier.load_states(symbols)
+        finally:
+            await r.aclose()
+
+    return asyncio.run(load())
+
+
+# ---------------------------------------------------------------------------- SIGKILL mid-stream
+
+N_KILL_FIRST = 400  # sent before the first worker starts
+N_KILL_SECOND = 150  # sent while the worker is dead
+
+
+def _spawn_worker(s: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "FINSENT_LATENESS_S": str(s.lateness_s)}
+    if MODEL_DIR:
+        env["FINSENT_MODEL_DIR"] = MODEL_DIR
+    cmd = [
+        sys.executable, "-m", "pipeline.cli", "worker",
+        "--bootstrap", s.bootstrap, "--redis-url", s.redis_url, "--namespace", s.namespace,
+        "--group-id", s.group_id, "--max-batch", str(s.max_batch), "--metrics-port", "0",
+        "--session-timeout-ms", "6000",
+    ]  # fmt: skip
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[1])
+
+
+def _wait(cond, timeout: float, what: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited ({proc.returncode}) while waiting for {what}:\n{log_path.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_stream_then_restart_is_exact(
+    broker: EmbeddedBroker, redis_url: str, ns: str, tmp_path: Path
+) -> None:
+    s = make_settings(broker.bootstrap, redis_url, ns)
+    keys = Keys(ns)
+    r = redis.Redis.from_url(redis_url)
+    first = [valid_message(i, "kill") for i in range(N_KILL_FIRST)]
+    second = [valid_message(i, "kill") for i in range(N_KILL_FIRST, N_KILL_FIRST + N_KILL_SECOND)]
+    bad = [("news", MALFORMED[i][0]) for i in range(len(MALFORMED))]
+    topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
+    asyncio.run(create_topics(s.bootstrap, topics, s.partitions))
+    asyncio.run(produce(s, first[:200] + bad + first[200:]))
+    log_path = tmp_path / "worker.log"
+    applied = lambda: int(r.get(keys.applied) or 0)
+
+    proc = _spawn_worker(s, log_path)
+    try:
+        _wait(lambda: applied() >= 120, 90, "the first documents", proc, log_path)
+        proc.send_signal(signal.SIGKILL)  # mid-stream: scripts, produces and commits all in flight
+        proc.wait(10)
+        killed_at = applied()
+        assert killed_at < N_KILL_FIRST, "killed too late to test anything"
+        asyncio.run(produce(s, second))
+
+        proc = _spawn_worker(s, log_path)  # same group: rejoins once the dead member's session expires
+        total = N_KILL_FIRST + N_KILL_SECOND
+        _wait(lambda: applied() >= total, 120, "all documents after the restart", proc, log_path)
+        # applied is the Redis commit point; wait for the outboxes to drain into Kafka as well
+        out_keys = [keys.outbox(t, p) for t in topics[:2] for p in range(s.partitions)]
+        _wait(lambda: sum(r.xlen(k) for k in out_keys) == 0, 30, "empty outboxes", proc, log_path)
+        time.sleep(1.5)  # > commit interval: the last offsets get committed
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, f"graceful stop failed:\n{log_path.read_text()[-3000:]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        r.close()
+
+    out = asyncio.run(collect(s))
+    assert_exactly_once(out, N_KILL_FIRST + N_KILL_SECOND)
+    assert Counter(DeadLetter.from_json(d.value).reason for d in out.dlq) == Counter(reason for _, reason in MALFORMED)
+    assert asyncio.run(_group_lag(s)) == 0
+    log = log_path.read_text()
+    assert "worker stopped" in log  # the second run shut down cleanly
+    print(f"\nkilled after {killed_at} applied; restart log: "
+          + "; ".join(line.split(": ", 1)[-1] for line in log.splitlines() if "recover" in line or "assigned" in line))

@@ -374,6 +374,7 @@ class Worker:
         drained = await self._drain(lambda: sum(p.outstanding for p in parts), f"revoking {len(parts)} partitions")
         if drained:
             await self._commit()
+        log.info("revoked %d partitions (%s)", len(parts), "drained and committed" if drained else "abandoned")
         for tp in revoked:
             self.tracker.revoke(tp)
         # No script call or produce for these partitions may outlive the revocation: wait for

@@ -398,3 +398,63 @@ def test_sigkill_mid_stream_then_restart_is_exact(
     assert "worker stopped" in log  # the second run shut down cleanly
     print(f"\nkilled after {killed_at} applied; restart log: "
           + "; ".join(line.split(": ", 1)[-1] for line in log.splitlines() if "recover" in line or "assigned" in line))
+
+
+# ---------------------------------------------------------------------------- a rebalance
+
+
+def test_second_worker_joining_rebalances_without_loss_or_duplicates(
+    broker: EmbeddedBroker, redis_url: str, ns: str, engine: object
+) -> None:
+    """Worker B joins while A is busy: A drains and commits its revoked partitions, both then
+    share the partitions -- and the tickers, whose states they update optimistically."""
+    from pipeline.worker import Worker
+
+    s = make_settings(broker.bootstrap, redis_url, ns)
+    first = [valid_message(i, "rb") for i in range(300)]
+    second = [valid_message(i, "rb") for i in range(300, 500)]
+    keys = Keys(ns)
+    r = redis.Redis.from_url(redis_url)
+    applied = lambda: int(r.get(keys.applied) or 0)  # noqa: E731
+
+    async def until(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, f"timed out waiting for {what} (applied {applied()})"
+            await asyncio.sleep(0.1)
+
+    async def run() -> tuple[dict[str, int], dict[str, int]]:
+        topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
+        await create_topics(s.bootstrap, topics, s.partitions)
+        await produce(s, first)
+        a = Worker(s, engine=engine, session_timeout_ms=6000)  # type: ignore[arg-type]
+        b = Worker(s, engine=engine, session_timeout_ms=6000)  # type: ignore[arg-type]
+        ta = asyncio.create_task(a.run())
+        tb: asyncio.Task[None] | None = None
+        try:
+            await until(lambda: applied() >= 60, 60, "worker A to start")
+            tb = asyncio.create_task(b.run())
+            await until(lambda: b.ready.is_set(), 60, "worker B to get partitions")
+            await produce(s, second)
+            await until(lambda: applied() >= len(first) + len(second), 120, "all documents")
+            await until(lambda: a.outstanding == b.outstanding == 0, 30, "both to finish")
+            await asyncio.sleep(1.0)  # > commit interval
+        finally:
+            a.stop()
+            b.stop()
+            await asyncio.gather(ta, *([tb] if tb else []))
+        assert await _group_lag(s) == 0
+        return a.counts, b.counts
+
+    try:
+        counts_a, counts_b = asyncio.run(run())
+    finally:
+        r.close()
+    out = asyncio.run(collect(s))
+    assert_exactly_once(out, len(first) + len(second))
+    assert counts_a["applied"] > 0 and counts_b["applied"] > 0, (counts_a, counts_b)
+    docs = [ScoredDocument.from_json(d.value) for d in out.documents]
+    expected = recompute(docs, half_life_s=s.half_life_s, lateness_s=s.lateness_s)
+    for sym, h in out.tickers.items():
+        assert int(h[b"seq"]) == expected[sym].seq
+        assert float(h[b"score"]) == pytest.approx(expected[sym].score, abs=1e-9)

@@ -4,15 +4,16 @@
 Why aiokafka and not faust
 --------------------------
 ``bench/faust_overhead.py --json`` consumed the same 20,000 input-sized messages (6 partitions,
-embedded Tansu broker, this 2-core machine while a training job used both cores):
+embedded Tansu broker, this 2-core machine while a training job used both cores), timed from
+the first record to the last, three runs:
 
-=====================  ==============  ===========================================
-consumer               messages/s      per message
-=====================  ==============  ===========================================
-aiokafka ``getmany``   ~375,000        ~3 us (batch poll, one manual commit per poll)
-faust agent            ~8,400          ~120 us (per-event ack/commit bookkeeping)
-faust ``stream.take``  ~8,800          ~115 us (batching does not remove it)
-=====================  ==============  ===========================================
+=====================  =================  ==============================================
+consumer               messages/s         per message
+=====================  =================  ==============================================
+aiokafka ``getmany``   375,000-660,000    ~2 us (batch poll, one manual commit per poll)
+faust agent            8,400-9,100        ~110 us (per-event ack/commit bookkeeping)
+faust ``stream.take``  8,300-8,800        ~115 us (batching does not remove it)
+=====================  =================  ==============================================
 
 faust alone would not cap throughput below 2x the engine (400-600 texts/s), so throughput is not
 the reason. The reasons are: (1) exactly-once needs the commit under our control -- an offset may

@@ -181,6 +181,7 @@ class EarlyExitEngine:
                 while len(self._waiting) >= self.max_queue and self._thread is not None and not self._closing:
                     if not block:
                         raise BlockingIOError("engine queue is full")
+                    self._cv.notify_all()  # the engine must hear about the work before we sleep
                     self._cv.wait()
                 if self._closing:
                     raise RuntimeError("engine is closed")

@@ -113,7 +113,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # progress, so hitting this bound means a bug, not contention.
 _MAX_CONFLICT_ROUNDS = 100
 _TICKER_FIELDS: tuple[str, ...] = TickerScore.__slots__  # type: ignore[attr-defined]
-_SCAN_POLL_MS = 500
+# The scanner stops at the high watermark of a fetch response; for a partition with nothing new
+# that answer comes only when the broker's long poll ends, so keep both waits short.
+_SCAN_POLL_MS = 50
 
 _T = TypeVar("_T")
 
@@ -410,7 +412,10 @@ class OutboxPublisher:
     async def start(self) -> None:
         """Learn partition counts and end offsets of the output topics."""
         self._scanner = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=_SCAN_POLL_MS,
         )
         await retry(self._scanner.start, "Kafka scanner start")
         for topic in self.output_topics:

@@ -25,7 +25,7 @@ class Record:
 
 async def read_topic(bootstrap: str, topic: str) -> list[Record]:
     """Every record of ``topic`` from the beginning to the current end (no consumer group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
         # a fresh client's metadata knows no topics yet, and may lag a just-created one
@@ -62,7 +62,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
 
 async def high_watermarks(bootstrap: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
     """Exact end offsets, from fetch responses (Tansu's ListOffsets(latest) can be too low)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
     await consumer.start()
     try:
         consumer.assign(tps)

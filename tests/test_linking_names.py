@@ -7,6 +7,8 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.linking import MENTION_BONUS, NAME_WEIGHT, Linker, NameMatcher, link
 from pipeline.schemas import parse_input
@@ -409,12 +411,49 @@ def test_cli_link_prints_one_line_per_text_in_order(tmp_path: Path) -> None:
         {"symbol": "AAPL", "span": [0, 5], "method": "name", "relevance": NAME_WEIGHT, "confidence": None}
     ]
     assert lines[1]["links"] == []
-    assert [(x["symbol"], x["method"]) for x in lines[2]["links"]] == [("BRK.B", "cashtag"), ("F", "exchange")]
+    assert [(x["symbol"], x["method"]) for x in lines[2]["links"]] == [
+        ("BRK.B", "cashtag"),
+        ("F", "exchange"),
+    ]
 
     csv = tmp_path / "c.csv"
     csv.write_text("ACME,Acme Widgets,\n", encoding="utf-8")
-    res = runner.invoke(app, ["link", "--companies", str(csv), "--fallback", "none"], input="Acme Widgets up\n\n")
+    res = runner.invoke(
+        app, ["link", "--companies", str(csv), "--fallback", "none"], input="Acme Widgets up\n\n"
+    )
     assert res.exit_code == 0, res.output
     assert [orjson.loads(x)["links"][0]["symbol"] for x in res.stdout.splitlines()] == ["ACME"]
     res = runner.invoke(app, ["link", "--fallback", "maybe", "x"])
     assert res.exit_code == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile text
+
+_PIECES = st.sampled_from(
+    [
+        "Apple",
+        "apple",
+        "$AAPL",
+        "AAPL's",
+        " ",
+        "’s",
+        "NASDAQ:",
+        "(NYSE: F)",
+        "İ",
+        "ǅ",
+        "Ford",
+        "—",
+        "$",
+        ".",
+        "Nvidia",
+    ]
+)
+
+
+@given(st.lists(st.one_of(_PIECES, st.text(max_size=8)), max_size=30).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_link_never_raises_and_spans_are_in_range(linker, text: str) -> None:
+    for t in linker.link_text(text):
+        assert t.span is not None and 0 <= t.span[0] < t.span[1] <= len(text)
+        assert 0 < t.relevance <= 1

@@ -41,10 +41,12 @@ Buy). Ambiguous names need evidence before they count (the tagger, see ``pipelin
 Lines starting with ``!`` in that file are *never* aliases on their own ("General", "United":
 too common even for a tagger to settle); such aliases are dropped, the longer names stay.
 
-**Case** (:attr:`Alias.case`): an alias without lower-case letters (``AMD``, ``ASML``) matches
-only as written (``exact``); an ambiguous alias or one made of common words (``Waste
-Management``) must be capitalised (``title``): every word starts upper-case, so
-all-lowercase text never matches it; any other alias (``Nvidia``) matches in any case (``any``).
+**Case** (:attr:`Alias.case`): an alias without lower-case letters (``AMD``, ``ASML``, bare
+symbols) matches only as written (``exact``); an ambiguous alias, a ``~`` entry of the word list
+("Intel", "Google"), a multi-word alias ("Waste Management", "Bank of America") or one of three
+letters or fewer must be capitalised (``title``: every capitalised word of the alias starts
+upper-case in the text, so all-lowercase text never matches it); any other alias ("Nvidia",
+"JPMorgan") matches in any case (``any``).
 """
 
 from __future__ import annotations

@@ -298,7 +298,7 @@ def worker(
                          model_dir=model, exit_rule=rule)
     try:
         asyncio.run(Worker(settings, session_timeout_ms=session_timeout_ms).run(handle_signals=True))
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # missing model files, a taken metrics port, bad settings
         _fail(str(exc), 1)
 
 

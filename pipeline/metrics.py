@@ -73,6 +73,10 @@ def serve(port: int) -> None:
     """Expose the metrics on ``http://0.0.0.0:port/metrics``; no-op for port 0 or a port this
     process already serves (several workers in one process share the registry)."""
     if port and port not in _serving:
-        start_http_server(port)
+        try:
+            start_http_server(port)
+        except OSError as exc:
+            raise OSError(f"cannot serve metrics on port {port} ({exc}); pick another with "
+                          "--metrics-port / FINSENT_METRICS_PORT, or 0 to turn them off") from exc
         _serving.add(port)
         log.info("metrics on :%d/metrics", port)

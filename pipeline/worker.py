@@ -56,6 +56,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -104,6 +105,14 @@ _PUBLISH_ROUND = 2048  # most records per produce round
 def wall_ms() -> int:
     """Wall clock, epoch milliseconds."""
     return time.time_ns() // 1_000_000
+
+
+def _loggable(url: str) -> str:
+    """``url`` without its password (for log lines)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 @dataclass(slots=True)
@@ -269,7 +278,7 @@ class Worker:
         s = self.settings
         metrics.serve(s.metrics_port)
         self._redis = aioredis.Redis.from_url(s.redis_url)
-        await retry(self._redis.ping, f"Redis ping {s.redis_url}")
+        await retry(self._redis.ping, f"Redis ping {_loggable(s.redis_url)}")
         all_topics = [*self.input_topics, self.documents_topic, self.scores_topic, self.dlq_topic]
         if self.create_missing_topics:
             await retry(lambda: create_topics(s.bootstrap, all_topics, s.partitions), "create topics")
@@ -313,7 +322,7 @@ class Worker:
         log.info(
             "worker started: group %s, topics %s -> %s, %s, %s; Redis %s; model %s",
             s.group_id, ", ".join(self.input_topics), self.documents_topic, self.scores_topic,
-            self.dlq_topic, s.redis_url, self.engine.model.config.version,
+            self.dlq_topic, _loggable(s.redis_url), self.engine.model.config.version,
         )  # fmt: skip
 
     async def _serve(self) -> None:

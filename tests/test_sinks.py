@@ -8,6 +8,7 @@ crash between the script and the Kafka acks.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -251,3 +252,61 @@ async def test_produce_check_first_never_duplicates(env: Env) -> None:
     assert await env.publisher.produce(o.entries, check_first=True) == len(o.entries)  # all skipped
     records = await read_topic(env.bootstrap, env.docs) + await read_topic(env.bootstrap, env.scores)
     assert sorted(r.effect_id for r in records) == ["doc:p1", "score:AAPL:1"]
+
+
+async def test_lost_script_reply_is_recovered_then_retried(env: Env) -> None:
+    """The connection drops after Redis ran the script: the worker cannot know it did."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    applier = env.applier()
+    real = applier.script
+    calls = 0
+
+    async def reply_lost_once(keys: list, args: list) -> object:
+        nonlocal calls
+        calls += 1
+        reply = await real(keys=keys, args=args)
+        if calls == 1:
+            raise RedisConnectionError("connection reset after the script ran")
+        return reply
+
+    applier.script = reply_lost_once  # type: ignore[assignment]
+    docs = [scored_doc("l1", T0, ("AAPL",)), scored_doc("l2", T0 + 1, ("AAPL", "MSFT"))]
+    outcomes = await applier.apply([env.scored(d) for d in docs])
+    # the retry finds both applied; the recovery already published what the lost call wrote
+    assert [o.status for o in outcomes] == ["duplicate", "duplicate"] and calls == 2
+    assert int(await env.redis.get(env.keys.applied)) == 2
+    assert await env.redis.xlen(env.keys.outbox("in", 0)) == 0
+    records = await read_topic(env.bootstrap, env.docs) + await read_topic(env.bootstrap, env.scores)
+    assert sorted(r.effect_id for r in records) == ["doc:l1", "doc:l2", "score:AAPL:1", "score:AAPL:2", "score:MSFT:1"]
+    # and the cache was dropped, so the next document builds on what Redis holds
+    (o,) = await applier.apply([env.scored(scored_doc("l3", T0 + 2, ("AAPL",)))])
+    assert o.status == "applied" and o.updates[0].seq == 3
+
+
+async def test_lost_produce_ack_is_checked_before_resending(env: Env) -> None:
+    """The broker wrote the records but the acks never arrived (e.g. a timeout)."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    applier = env.applier()
+    (o,) = await applier.apply([env.scored(scored_doc("a1", T0, ("AAPL", "MSFT")))])
+    real = env.producer
+    losses = len(o.entries)  # the first attempt loses every ack
+
+    class AckLosingProducer:
+        async def send(self, topic: str, value: bytes, **kw: object) -> asyncio.Future:
+            nonlocal losses
+            fut = await real.send(topic, value, **kw)
+            if not losses:
+                return fut
+            losses -= 1
+            await fut  # written...
+            failed: asyncio.Future = asyncio.get_running_loop().create_future()
+            failed.set_exception(KafkaTimeoutError("no ack"))  # ...but reported as failed
+            return failed
+
+    env.publisher.producer = AckLosingProducer()  # type: ignore[assignment]
+    assert await env.publisher.produce(o.entries) == len(o.entries)  # all found on the retry, none resent
+    env.publisher.producer = real
+    records = await read_topic(env.bootstrap, env.docs) + await read_topic(env.bootstrap, env.scores)
+    assert sorted(r.effect_id for r in records) == ["doc:a1", "score:AAPL:1", "score:MSFT:1"]

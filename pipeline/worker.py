@@ -143,11 +143,20 @@ class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
+    # aiokafka logs and swallows a listener's exception and goes on consuming; a failed drain or
+    # recovery must stop the worker instead (uncommitted work is then re-read by the next owner).
+
     async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self.worker._on_revoked(list(revoked))
+        try:
+            await self.worker._on_revoked(list(revoked))
+        except Exception as exc:  # noqa: BLE001 - handed to the worker, which fails with it
+            self.worker._fatal(exc, "revoking partitions")
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self.worker._on_assigned(list(assigned))
+        try:
+            await self.worker._on_assigned(list(assigned))
+        except Exception as exc:  # noqa: BLE001
+            self.worker._fatal(exc, "recovering assigned partitions")
 
 
 class Worker:
@@ -270,6 +279,13 @@ class Worker:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _fatal(self, exc: BaseException, what: str) -> None:
+        """Stop the worker because of ``exc`` (the first fatal error is re-raised by run())."""
+        if self._failed is None:
+            self._failed = exc
+            log.error("%s failed: %r; shutting down without draining", what, exc)
+        self._stop.set()
+
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("%s received: stopping (draining in-flight work first)", sig.name)
         self.stop()
@@ -337,9 +353,8 @@ class Worker:
         stopper = asyncio.create_task(self._stop.wait(), name="stop")
         done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for t in done:
-            if t is not stopper and not t.cancelled() and t.exception() is not None:
-                self._failed = t.exception()
-                log.error("pipeline task %s failed: %r; shutting down without draining", t.get_name(), self._failed)
+            if t is not stopper and not t.cancelled() and (exc := t.exception()) is not None:
+                self._fatal(exc, f"pipeline task {t.get_name()}")
         self._stop.set()
         if self._failed is None:
             await self._drain(lambda: self.outstanding, "shutdown")
@@ -529,10 +544,8 @@ class Worker:
     def _score_done(self, task: asyncio.Task[None]) -> None:
         self._score_tasks.discard(task)
         self._batch_slots.release()
-        if not task.cancelled() and task.exception() is not None and self._failed is None:
-            self._failed = task.exception()
-            log.error("scoring failed: %r", self._failed)
-            self._stop.set()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._fatal(exc, "scoring")
 
     async def _score(self, batch: list[_Msg]) -> None:
         assert self.engine is not None

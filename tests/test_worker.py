@@ -415,7 +415,7 @@ def test_second_worker_joining_rebalances_without_loss_or_duplicates(
     second = [valid_message(i, "rb") for i in range(300, 500)]
     keys = Keys(ns)
     r = redis.Redis.from_url(redis_url)
-    applied = lambda: int(r.get(keys.applied) or 0)  # noqa: E731
+    applied = lambda: int(r.get(keys.applied) or 0)
 
     async def until(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout

@@ -46,6 +46,9 @@ class ElbertConfig:
     max_length: int = 128
     lora: dict[str, Any] | None = None
     default_rule: dict[str, Any] = field(default_factory=lambda: {"rule": "full", "params": {}})
+    # Per-exit additive logit bias [L][C], tuned on dev after training (None: no bias). Shifts
+    # decisions towards the minority classes, which the joint loss under-predicts.
+    logit_bias: list[list[float]] | None = None
     version: str = "untrained"
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -65,6 +68,13 @@ class ElbertClassifier(nn.Module):
         n_heads = 1 if config.shared_head else self.num_layers
         self.heads = nn.ModuleList(nn.Linear(backbone.hidden_size, len(self.labels)) for _ in range(n_heads))
         self.dropout = nn.Dropout(config.dropout)
+        bias = torch.tensor(config.logit_bias) if config.logit_bias else torch.zeros(self.num_layers, len(self.labels))
+        self.register_buffer("logit_bias", bias.float(), persistent=False)
+
+    def set_logit_bias(self, bias: torch.Tensor) -> None:
+        """bias [L, C]: added to each exit's logits (calibration; stored in config.json)."""
+        self.config.logit_bias = [[round(float(v), 4) for v in row] for row in bias]
+        self.logit_bias.copy_(torch.tensor(self.config.logit_bias))
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -95,12 +105,14 @@ class ElbertClassifier(nn.Module):
     def exit_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor, depth: int | torch.Tensor) -> torch.Tensor:
         """Logits [B, C] of the exit after layer ``depth`` (an int, or a [B] tensor of 1-based depths)."""
         pooled = self.dropout(self.pool(hidden, attention_mask))
-        if isinstance(depth, int) or self.config.shared_head:
-            d = depth if isinstance(depth, int) else 1
-            return self.heads[self.head_index(d)](pooled)
+        if isinstance(depth, int):
+            return self.heads[self.head_index(depth)](pooled) + self.logit_bias[depth - 1].to(pooled.dtype)
+        calib = self.logit_bias[depth - 1].to(pooled.dtype)  # [B, C]
+        if self.config.shared_head:
+            return self.heads[0](pooled) + calib
         weight = torch.stack([h.weight for h in self.heads])[depth - 1]  # [B, C, H]
         bias = torch.stack([h.bias for h in self.heads])[depth - 1]  # [B, C]
-        return torch.einsum("bh,bch->bc", pooled, weight) + bias
+        return torch.einsum("bh,bch->bc", pooled, weight) + bias + calib
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Training forward: logits of every exit, [L, B, C]."""

@@ -56,6 +56,7 @@ def train(
     lr: Annotated[float, typer.Option(help="LoRA learning rate")] = 5e-4,
     head_lr: float = 3e-3,
     weighting: Annotated[str, typer.Option(help="joint loss over exits: equal | linear | learned")] = "learned",
+    class_weighting: Annotated[str, typer.Option(help="per-class loss weights: none | sqrt_inverse")] = "none",
     pooling: Annotated[str, typer.Option(help="exit-head pooling: mean | cls")] = "mean",
     shared_head: Annotated[bool, typer.Option(help="one head shared by every layer (ELBERT)")] = False,
     lora_r: int = 16,
@@ -75,7 +76,7 @@ def train(
     from models.train import TrainConfig, train_main
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, weighting=weighting,
-                      lora_r=lora_r, seed=seed, threads=threads, device=device)
+                      class_weighting=class_weighting, lora_r=lora_r, seed=seed, threads=threads, device=device)
     try:
         summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length, rule_max_loss)
     except (DataError, FileNotFoundError, ValueError) as exc:

@@ -132,3 +132,37 @@ def test_csv_with_a_bad_row_names_the_line(tmp_path):
         read_labelled_csv(f)
     f.write_text("text,label\nGood,Positive\n")
     assert read_labelled_csv(f).labels == [2]
+
+
+def test_class_weights_favour_rare_classes():
+    from models.train import class_weights
+
+    w = class_weights([1] * 90 + [0] * 10, 3, "sqrt_inverse")
+    assert w[0] > w[1]
+    assert w[0] / w[1] == pytest.approx(3.0, rel=1e-5)  # sqrt(90 / 10)
+    assert class_weights([0, 1], 3, "none") is None
+    with pytest.raises(ValueError):
+        class_weights([0], 3, "inverse")
+
+
+def test_logit_bias_is_tuned_on_dev_and_survives_save_load(tmp_path):
+    from models.train import tune_logit_bias
+
+    # Exit probabilities that under-predict class 0: it is the true class but always loses to 1.
+    gold = torch.tensor([0] * 30 + [1] * 70)
+    p = torch.zeros(2, 100, 3)
+    p[:, :30] = torch.tensor([0.40, 0.45, 0.15])
+    p[:, 30:] = torch.tensor([0.10, 0.80, 0.10])
+    bias = tune_logit_bias(p, gold)
+    assert bias[:, 1].eq(0).all()  # the majority class keeps bias 0
+    pred = (p.log() + bias[:, None]).argmax(-1)
+    assert (pred == gold).all()
+
+    model = tiny_classifier("bert", layers=2)
+    model.set_logit_bias(torch.tensor([[0.5, 0.0, -0.25], [0.1, 0.0, 0.2]]))
+    x, a = model.pad(random_ids(3, 0), model.pad_id)
+    expected = model(x, a)
+    model.save(tmp_path / "m")
+    loaded = ElbertClassifier.load(tmp_path / "m", backbone=tiny_backbone("bert", 2))
+    assert loaded.config.logit_bias == [[0.5, 0.0, -0.25], [0.1, 0.0, 0.2]]
+    torch.testing.assert_close(loaded(x, a), expected)

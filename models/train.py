@@ -261,7 +261,7 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainConfig,
                base: str, pooling: str, shared_head: bool, max_length: int,
-               rule_max_loss: float = 0.005) -> dict[str, Any]:
+               rule_max_loss: float = 0.005, calibrated: bool = True) -> dict[str, Any]:
     """``finsent train``: read data, train, calibrate on dev, save the artifact.
 
     Calibration (dev only): per-exit logit biases (``tune_logit_bias``), then the default rule =
@@ -276,7 +276,8 @@ def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainCo
         data, dev = split_dev(data, 0.1, cfg.seed)
     model = ElbertClassifier.from_backbone(base, pooling=pooling, shared_head=shared_head, max_length=max_length)
     summary = train(model, data, dev, cfg)
-    summary.update(calibrate(model, dev, rule_max_loss))
+    if calibrated:
+        summary.update(calibrate(model, dev, rule_max_loss))
     model.config.version = f"{out.name}-{time.strftime('%Y%m%d')}"
     model.config.info = {
         "train_data": str(data_path), "train_rows": len(data), "dev_rows": len(dev),

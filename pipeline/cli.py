@@ -64,6 +64,8 @@ def train(
     seed: int = 13,
     rule_max_loss: Annotated[float, typer.Option(
         help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
+    calibrate: Annotated[bool, typer.Option(
+        help="after training, tune per-exit logit biases and the default exit rule on dev")] = True,
     threads: Optional[int] = None,
     device: str = "cpu",
 ) -> None:
@@ -78,7 +80,7 @@ def train(
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, weighting=weighting,
                       class_weighting=class_weighting, lora_r=lora_r, seed=seed, threads=threads, device=device)
     try:
-        summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length, rule_max_loss)
+        summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length, rule_max_loss, calibrate)
     except (DataError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(orjson.dumps({"out": str(out), **summary}).decode())

@@ -1,0 +1,584 @@
+"""End-to-end pipeline benchmark: texts/s and ingest -> Redis latency at several offered loads,
+next to the engine alone, in one run on this machine.
+
+Set-up: the embedded Tansu broker, the Redis at ``FINSENT_REDIS_URL`` / 127.0.0.1:6379 if it
+answers (else an embedded Valkey), a fresh namespace ``bench.<random>.`` (its Redis keys are
+deleted at the end), and one ``finsent worker`` child process with the shipped model (or
+``--model``; if the shipped artifact is missing, ``FINSENT_MODEL_DIR``). The JSON names the
+model used. Input: the bundled ``pipeline/data/sample_feed.jsonl`` cycled, each message with a
+unique id and ``published_at`` = its send time. Every message links to at least one ticker (a
+feed ticker ``SPY`` is added to the few market-wide texts that link nothing), so every applied
+document publishes at least one update.
+
+Phases (same process, same texts, same engine settings -- max batch, exit rule, threads):
+
+1. **engine alone** -- the engine built like the worker builds it, fed the texts directly
+   (``predict_texts``: tokenisation + model), measured before the worker starts and again after
+   it stopped; ``engine_texts_per_s`` is the mean of the two.
+2. **warm-up** -- start the worker, send ``2 * max_batch`` messages, wait until all are applied
+   (model loaded, group joined, code paths warm).
+3. **backlog** -- send ``--backlog`` messages as fast as possible and time until the last one is
+   applied: ``max_sustainable_per_s = backlog / (last apply - first send)`` (ramp-up and tail
+   included, so it is a slight under-estimate; ``steady_per_s`` is the rate between the 10th
+   and 90th percentile of apply times).
+4. **offered loads** -- for each fraction of ``max_sustainable_per_s`` (default 25/50/75/90%),
+   an open-loop producer sends for ``--duration`` seconds: message ``i`` is due at
+   ``t0 + i / rate`` and sent then (a late send does not shift later ones), then the phase waits
+   for stragglers. ``achieved_per_s`` = (applied - 1) / (last apply - first apply).
+
+Latency = (time this process *received* the document's first ``PUBLISH finsent:updates``
+message) - (time this process handed the record to the Kafka producer), both from
+``time.perf_counter`` in this process, so no clock skew. The worker publishes inside its Redis
+commit script, so the update is visible in Redis when the message arrives: that is the
+ingest -> Redis latency a strategy reading Redis sees (produce + broker + fetch + parse + link +
+micro-batch wait + model + aggregation + the commit script + pub/sub delivery). The worker is
+not modified or instrumented. ``ingest_to_scored`` percentiles come from the documents topic
+(``scored_at - ingested_at``, the worker's own ms clock; the record timestamp is set to the send
+time): the share spent before the commit step.
+
+The producer and the subscriber share this machine (and its cores) with the worker, the broker
+and Redis -- as does whatever else runs (the JSON records the load average and whether a
+``finsent train`` was running).
+
+    python bench/pipeline.py --json             # ~2.5 minutes, under 5
+    python bench/pipeline.py --json --quick     # smoke run, under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable as a plain script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np
+import orjson
+
+SAMPLE_FEED = ROOT / "pipeline" / "data" / "sample_feed.jsonl"
+SESSION_TIMEOUT_MS = 6000  # Tansu holds a fresh group's first JoinGroup for half of this
+FALLBACK_TICKER = "SPY"  # for market-wide texts that link no ticker
+
+
+def log(msg: str) -> None:
+    print(f"[bench/pipeline {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 1) if values else None
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def sample_messages() -> list[dict]:
+    """The bundled feed's records, each guaranteed to link at least one ticker."""
+    from pipeline.linking import link
+    from pipeline.schemas import parse_input
+
+    now = time.time_ns() // 1_000_000
+    out = []
+    for line in SAMPLE_FEED.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        rec = orjson.loads(line)
+        rec["published_at"] = now
+        if not link(parse_input(orjson.dumps(rec), now_ms=now)):
+            rec["tickers"] = [FALLBACK_TICKER]
+        out.append(rec)
+    return out
+
+
+def resolve_model(arg: Path | None) -> tuple[Path, str]:
+    from models.elbert import DEFAULT_MODEL_DIR
+
+    if arg is not None:
+        return arg, "--model"
+    if (DEFAULT_MODEL_DIR / "config.json").exists():
+        return DEFAULT_MODEL_DIR, "shipped"
+    env = os.environ.get("FINSENT_MODEL_DIR")
+    if env and (Path(env) / "config.json").exists():
+        return Path(env), "FINSENT_MODEL_DIR (shipped model missing)"
+    sys.exit(
+        f"error: no model: {DEFAULT_MODEL_DIR}/config.json is missing and FINSENT_MODEL_DIR is not a model "
+        "directory (build the shipped model with models/artifacts/build_default.sh or pass --model)"
+    )
+
+
+# --------------------------------------------------------------------------- engine alone
+
+
+def engine_alone(settings, model, texts: list[str]) -> float:
+    """texts/s of the engine as the worker builds and runs it, fed ``texts`` directly.
+
+    The engine serves from its own thread (``start()``), as in the worker: torch's intra-op
+    threading differs between the main thread and others, and on this busy 2-core box the
+    main-thread ``run()`` measured ~40% slower than the same engine in its thread.
+    """
+    from pipeline.inference import build_engine
+
+    engine = build_engine(settings, model, max_queue=len(texts) + 1).start()
+    try:
+        engine.predict_texts(texts[: 2 * settings.max_batch])  # warm-up
+        t0 = time.perf_counter()
+        engine.predict_texts(texts)
+        return len(texts) / (time.perf_counter() - t0)
+    finally:
+        engine.close()
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@dataclass
+class Tracker:
+    """Send and first-apply times (perf_counter seconds) per document id."""
+
+    sent: dict[str, float] = field(default_factory=dict)
+    lag: dict[str, float] = field(default_factory=dict)  # send time - due time (open-loop producer)
+    applied: dict[str, float] = field(default_factory=dict)
+    updates: int = 0
+
+
+class Bench:
+    def __init__(self, settings, messages: list[dict], worker_cmd: list[str], env: dict[str, str]) -> None:
+        self.s = settings
+        self.messages = messages
+        self.worker_cmd = worker_cmd
+        self.env = env
+        self.t = Tracker()
+        self.n = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.producer = None
+        self.topics = {
+            "news": settings.topic(settings.news_topic),
+            "tweet": settings.topic(settings.tweets_topic),
+        }
+
+    # ---- producing
+
+    async def send(self, tag: str, due: float | None = None):
+        """Send the next message (id ``tag-n``); returns the produce future."""
+        rec = dict(self.messages[self.n % len(self.messages)])
+        doc_id = f"{tag}-{self.n:07d}"
+        self.n += 1
+        rec["id"] = doc_id
+        wall = time.time_ns() // 1_000_000
+        rec["published_at"] = wall
+        value = orjson.dumps(rec)
+        topic = self.topics["tweet" if rec.get("kind") == "tweet" else "news"]
+        now = time.perf_counter()
+        self.t.sent[doc_id] = now
+        if due is not None:
+            self.t.lag[doc_id] = now - due
+        fut = await self.producer.send(topic, value, key=doc_id.encode(), timestamp_ms=wall)
+        return doc_id, fut
+
+    async def burst(self, tag: str, n: int) -> list[str]:
+        ids, futures = [], []
+        for _ in range(n):
+            doc_id, fut = await self.send(tag)
+            ids.append(doc_id)
+            futures.append(fut)
+        await asyncio.gather(*futures)
+        return ids
+
+    async def paced(self, tag: str, rate: float, duration: float) -> list[str]:
+        """Open loop: message i is due at t0 + i / rate, whatever happened to earlier sends."""
+        n = max(1, round(rate * duration))
+        ids, futures = [], []
+        t0 = time.perf_counter() + 0.01
+        for i in range(n):
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            doc_id, fut = await self.send(tag, due)
+            ids.append(doc_id)
+            futures.append(fut)
+        await asyncio.gather(*futures)
+        return ids
+
+    # ---- observing
+
+    async def subscribe(self, redis, ready: asyncio.Event) -> None:
+        from pipeline.sinks import Keys
+
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(Keys(self.s.namespace).updates)
+        ready.set()
+        applied = self.t.applied
+        try:
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if msg is None:
+                    continue
+                now = time.perf_counter()
+                self.t.updates += 1
+                doc_id = orjson.loads(msg["data"])["last_doc_id"]
+                if doc_id not in applied:
+                    applied[doc_id] = now
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def wait_applied(self, ids: list[str], timeout: float, what: str) -> int:
+        """Wait until every id is applied (or ``timeout``); returns how many were."""
+        deadline = time.perf_counter() + timeout
+        applied = self.t.applied
+        while True:
+            self.check_worker()
+            done = sum(1 for i in ids if i in applied)
+            if done == len(ids):
+                return done
+            if time.perf_counter() >= deadline:
+                log(f"{what}: only {done}/{len(ids)} applied after {timeout:.0f}s; going on")
+                return done
+            await asyncio.sleep(0.05)
+
+    def check_worker(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"the worker exited with status {self.proc.returncode}")
+
+    # ---- the worker process
+
+    def start_worker(self) -> None:
+        from pipeline.infra import _pdeathsig_preexec
+
+        self.proc = subprocess.Popen(
+            self.worker_cmd,
+            env=self.env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            process_group=0,  # Ctrl-C reaches only us; we stop the worker in order
+            preexec_fn=_pdeathsig_preexec(),  # noqa: PLW1509 - and it dies with us if we are killed
+        )
+
+    async def stop_worker(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # drains, commits, exits
+            try:
+                await asyncio.to_thread(proc.wait, 40)
+            except subprocess.TimeoutExpired:
+                log("worker did not stop within 40s of SIGTERM; killing it")
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        else:
+            proc.wait()
+
+    # ---- phases
+
+    def apply_rate(self, done: list[str]) -> float:
+        """Applies per second: (n - 1) / (last apply - first apply)."""
+        times = [self.t.applied[i] for i in done]
+        span = max(times) - min(times) if times else 0.0
+        return round((len(times) - 1) / span, 1) if span > 0 else 0.0
+
+    def stats(self, ids: list[str]) -> dict:
+        sent, applied = self.t.sent, self.t.applied
+        done = [i for i in ids if i in applied]
+        lat = [(applied[i] - sent[i]) * 1000 for i in done]
+        lags = [self.t.lag[i] * 1000 for i in ids if i in self.t.lag]
+        return {
+            "sent": len(ids),
+            "applied": len(done),
+            "achieved_per_s": self.apply_rate(done),
+            "p50_ms": pct(lat, 50),
+            "p99_ms": pct(lat, 99),
+            "max_ms": round(max(lat), 1) if lat else None,
+            "producer_lag_p99_ms": pct(lags, 99),
+        }
+
+    async def run(self, backlog: int, fractions: list[float], duration: float) -> dict:
+        import redis.asyncio as aioredis
+        from aiokafka import AIOKafkaProducer
+
+        from pipeline.infra import create_topics
+
+        s = self.s
+        topics = [
+            s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)
+        ]
+        await create_topics(s.bootstrap, topics, s.partitions)
+        redis = aioredis.Redis.from_url(s.redis_url)
+        subscribed = asyncio.Event()
+        sub = asyncio.create_task(self.subscribe(redis, subscribed), name="subscribe")
+        self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, enable_idempotence=False, acks="all")
+        await self.producer.start()
+        out: dict = {}
+        try:
+            await subscribed.wait()
+            t_start = time.perf_counter()
+            self.start_worker()
+            log("worker started; warming up (model load, group join, first batches)")
+            warm = await self.burst("warm", 2 * s.max_batch)
+            if await self.wait_applied(warm, 180, "warm-up") < len(warm):
+                raise RuntimeError("the worker did not apply the warm-up messages")
+            out["worker_ready_s"] = round(time.perf_counter() - t_start, 1)
+            log(f"worker ready after {out['worker_ready_s']}s; backlog of {backlog}")
+
+            ids = await self.burst("backlog", backlog)
+            await self.wait_applied(ids, max(60.0, backlog / 20), "backlog")
+            times = sorted(self.t.applied[i] for i in ids if i in self.t.applied)
+            span = times[-1] - min(self.t.sent[i] for i in ids) if times else 0.0
+            max_rate = round(len(times) / span, 1) if span > 0 else 0.0
+            steady = None
+            if len(times) >= 10:
+                lo, hi = times[len(times) // 10], times[(len(times) * 9) // 10]
+                steady = round((len(times) * 8 // 10) / (hi - lo), 1) if hi > lo else None
+            out["backlog"] = {
+                "messages": backlog,
+                "applied": len(times),
+                "seconds": round(span, 2),
+                "per_s": max_rate,
+                "steady_per_s": steady,
+            }
+            if max_rate <= 0:
+                raise RuntimeError("nothing of the backlog was applied")
+            log(f"backlog drained at {max_rate}/s (steady {steady}/s)")
+
+            loads = []
+            for f in fractions:
+                rate = f * max_rate
+                await asyncio.sleep(1.0)
+                ids = await self.paced(f"load{round(f * 100)}", rate, duration)
+                await self.wait_applied(ids, max(10.0, 2 * duration), f"load {f:.0%}")
+                row = {"fraction": f, "offered_per_s": round(rate, 1), **self.stats(ids), "ids": ids}
+                loads.append(row)
+                log(
+                    f"offered {row['offered_per_s']}/s: achieved {row['achieved_per_s']}/s, "
+                    f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms"
+                )
+            out["loads"] = loads
+            out["updates_received"] = self.t.updates
+        finally:
+            await self.stop_worker()
+            sub.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sub
+            await self.producer.stop()
+            await redis.aclose()
+        await self.add_breakdown(out["loads"])
+        return out
+
+    async def add_breakdown(self, loads: list[dict]) -> None:
+        """Per load: ``scored_at - ingested_at`` percentiles from the documents topic."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        wanted = {i: row for row in loads for i in row["ids"]}
+        found: dict[str, int] = {}
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.s.bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+        )
+        await consumer.start()
+        try:
+            topic = self.s.topic(self.s.documents_topic)
+            tps = [TopicPartition(topic, p) for p in range(self.s.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            deadline = time.perf_counter() + 30
+            while len(found) < len(wanted) and time.perf_counter() < deadline:
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                if not batches:
+                    at_end = [
+                        (h := consumer.highwater(tp)) is not None and await consumer.position(tp) >= h
+                        for tp in tps
+                    ]
+                    if all(at_end):
+                        break
+                for records in batches.values():
+                    for r in records:
+                        d = orjson.loads(r.value)
+                        if d["id"] in wanted:
+                            found[d["id"]] = d["scored_at"] - d["ingested_at"]
+        finally:
+            await consumer.stop()
+        for row in loads:
+            ms = [float(found[i]) for i in row.pop("ids") if i in found]
+            row["ingest_to_scored_p50_ms"] = pct(ms, 50)
+            row["ingest_to_scored_p99_ms"] = pct(ms, 99)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true", help="print one compact JSON object (default: indented)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: small backlog, two short loads (< 1 minute)"
+    )
+    ap.add_argument(
+        "--backlog", type=int, default=None, help="messages in the backlog phase (default 3000; quick 300)"
+    )
+    ap.add_argument(
+        "--duration", type=float, default=None, help="seconds per offered load (default 20; quick 3)"
+    )
+    ap.add_argument(
+        "--loads",
+        default=None,
+        help="fractions of the max sustainable rate (default 0.25,0.5,0.75,0.9; quick 0.5,0.9)",
+    )
+    ap.add_argument(
+        "--engine-texts", type=int, default=None, help="texts for the engine-alone run (default: --backlog)"
+    )
+    ap.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
+    ap.add_argument("--rule", default=None, help="exit rule spec (default: the model's tuned rule)")
+    ap.add_argument(
+        "--max-batch", type=int, default=None, help="micro-batch / engine batch (default: settings)"
+    )
+    ap.add_argument("--threads", type=int, default=None, help="torch threads, engine alone and worker alike")
+    ap.add_argument(
+        "--e2e-timeout",
+        type=float,
+        default=None,
+        help="give up (and clean up) if the end-to-end phases take longer (default 360 s; quick 150 s)",
+    )
+    args = ap.parse_args()
+    backlog = args.backlog or (300 if args.quick else 3000)
+    duration = args.duration or (3.0 if args.quick else 20.0)
+    fractions = [
+        float(x) for x in (args.loads or ("0.5,0.9" if args.quick else "0.25,0.5,0.75,0.9")).split(",")
+    ]
+    n_engine = args.engine_texts or backlog
+
+    # SIGTERM -> SystemExit, so the finally blocks stop the worker, the broker and clean Redis
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t_begin = time.perf_counter()
+    model_dir, model_source = resolve_model(args.model)
+    env = dict(os.environ)
+    if args.threads:
+        env["FINSENT_THREADS"] = str(args.threads)
+
+    from pipeline.inference import exit_rule, load_model
+    from pipeline.infra import EmbeddedBroker, delete_keys_with_prefix, redis_server
+    from pipeline.settings import Settings
+
+    overrides = {
+        "model_dir": model_dir,
+        "metrics_port": 0,
+        "namespace": f"bench.{uuid.uuid4().hex[:8]}.",
+        "group_id": "finsent-bench",
+    }
+    if args.max_batch:
+        overrides["max_batch"] = args.max_batch
+    if args.rule:
+        overrides["exit_rule"] = args.rule
+    if args.threads:
+        overrides["threads"] = args.threads
+    settings = Settings(**overrides)
+    training = subprocess.run(
+        ["pgrep", "-f", "finsent train"], check=False, capture_output=True, text=True
+    ).stdout.split()
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    messages = sample_messages()
+
+    log(f"model {model_dir} ({model_source}); engine alone on {n_engine} texts")
+    model = load_model(settings)
+    rule = exit_rule(settings, model)
+    texts = [messages[i % len(messages)]["text"] for i in range(n_engine)]
+    engine_runs = [engine_alone(settings, model, texts)]
+    log(f"engine alone: {engine_runs[0]:.1f} texts/s")
+
+    with EmbeddedBroker() as broker, redis_server(settings.redis_url) as redis_url:
+        s = settings.model_copy(update={"bootstrap": broker.bootstrap, "redis_url": redis_url})
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "worker",
+            "--bootstrap",
+            s.bootstrap,
+            "--redis-url",
+            redis_url,
+            "--namespace",
+            s.namespace,
+            "--group-id",
+            s.group_id,
+            "--max-batch",
+            str(s.max_batch),
+            "--max-wait-ms",
+            str(s.max_wait_ms),
+            "--metrics-port",
+            "0",
+            "--model",
+            str(model_dir),
+            "--session-timeout-ms",
+            str(SESSION_TIMEOUT_MS),
+            "--log-level",
+            "WARNING",
+        ]
+        if args.rule:
+            cmd += ["--rule", args.rule]
+        try:
+            bench = Bench(s, messages, cmd, env).run(backlog, fractions, duration)
+            e2e = asyncio.run(asyncio.wait_for(bench, args.e2e_timeout or (150 if args.quick else 360)))
+        finally:
+            delete_keys_with_prefix(redis_url, s.namespace)
+        external_redis = redis_url == settings.redis_url
+        bootstrap = s.bootstrap
+
+    engine_runs.append(engine_alone(settings, model, texts))
+    log(f"engine alone (after): {engine_runs[1]:.1f} texts/s")
+    engine_tps = sum(engine_runs) / len(engine_runs)
+    max_rate = e2e["backlog"]["per_s"]
+    loads = e2e["loads"]
+    half = min(loads, key=lambda r: abs(r["fraction"] - 0.5))
+    p99_half = half["p99_ms"] if abs(half["fraction"] - 0.5) < 1e-9 else None
+    out = {
+        "engine_texts_per_s": round(engine_tps, 1),
+        "max_sustainable_per_s": max_rate,
+        "e2e_vs_engine": round(max_rate / engine_tps, 3),
+        "p99_ms_at_half_max": p99_half,
+        "goals": {
+            "e2e_vs_engine>=0.85": max_rate / engine_tps >= 0.85,
+            "p99_at_half_max<=250ms": None if p99_half is None else p99_half <= 250,
+        },
+        "loads": loads,
+        "backlog": e2e["backlog"],
+        "engine": {
+            "runs_texts_per_s": [round(x, 1) for x in engine_runs],
+            "texts": n_engine,
+            "max_batch": settings.max_batch,
+            "rule": rule.describe(),
+            "device": settings.device,
+            "threads": settings.threads or __import__("torch").get_num_threads(),
+        },
+        "model": {"version": model.config.version, "dir": str(model_dir), "source": model_source},
+        "setup": {
+            "latency": "first PUBLISH finsent:updates for the doc received by the bench - producer send, same process",
+            "worker": "one `finsent worker` child process",
+            "namespace": settings.namespace,
+            "bootstrap": bootstrap,
+            "partitions": settings.partitions,
+            "max_wait_ms": settings.max_wait_ms,
+            "duration_s_per_load": duration,
+            "redis": "external" if external_redis else "embedded valkey",
+            "cpus": os.cpu_count(),
+            "loadavg_start": load_start,
+            "training_running": bool(training),
+            "quick": args.quick,
+            "worker_ready_s": e2e["worker_ready_s"],
+            "updates_received": e2e["updates_received"],
+        },
+        "seconds": round(time.perf_counter() - t_begin, 1),
+    }
+    print(orjson.dumps(out, option=0 if args.json else orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Smoke test of bench/pipeline.py: ``--quick`` runs end to end and prints the documented JSON.
+
+No timing assertions (the numbers depend on the machine and on what else runs on it). The model
+comes from ``FINSENT_TEST_MODEL_DIR`` (default: the shipped model, else ``FINSENT_MODEL_DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from models.elbert import DEFAULT_MODEL_DIR
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _model_args() -> list[str]:
+    if test_dir := os.environ.get("FINSENT_TEST_MODEL_DIR"):
+        return ["--model", test_dir]
+    if (DEFAULT_MODEL_DIR / "config.json").exists():
+        return []
+    env_dir = os.environ.get("FINSENT_MODEL_DIR")
+    if env_dir and (Path(env_dir) / "config.json").exists():
+        return []  # the bench falls back to it itself
+    pytest.skip(
+        "no model: the shipped artifact is missing and neither FINSENT_TEST_MODEL_DIR nor FINSENT_MODEL_DIR is set"
+    )
+
+
+def _listening(bootstrap: str) -> bool:
+    host, port = bootstrap.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(240)
+def test_quick_run_prints_the_json_and_leaves_no_process() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "pipeline.py"), "--json", "--quick", *_model_args()],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=200)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr.decode(errors="replace")[-3000:]
+    out = orjson.loads(stdout)  # one JSON object, nothing else on stdout
+
+    assert out["engine_texts_per_s"] > 0
+    assert out["max_sustainable_per_s"] > 0
+    assert out["e2e_vs_engine"] > 0
+    assert set(out["goals"]) == {"e2e_vs_engine>=0.85", "p99_at_half_max<=250ms"}
+    assert out["model"]["version"] and out["model"]["source"]
+    assert out["loads"], out
+    for row in out["loads"]:
+        assert {"offered_per_s", "achieved_per_s", "p50_ms", "p99_ms"} <= set(row)
+        assert row["offered_per_s"] > 0
+        assert row["achieved_per_s"] > 0
+        assert row["applied"] == row["sent"] > 0
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+    assert any(row["fraction"] == 0.5 for row in out["loads"])
+    assert out["p99_ms_at_half_max"] is not None
+    # the worker child (its command line names the namespace) and the broker are gone
+    ns = out["setup"]["namespace"]
+    assert ns.startswith("bench.")
+    assert (
+        subprocess.run(
+            ["pgrep", "-f", "--", f"--namespace {ns}"], check=False, capture_output=True
+        ).returncode
+        == 1
+    )
+    assert not _listening(out["setup"]["bootstrap"])

@@ -363,3 +363,14 @@ def test_cli_train_then_eval_tagger(tmp_path, tokenizer):
 
 def test_tagged_sentence_len():
     assert len(TaggedSentence(["a", "b"], ["O", "O"])) == 2
+
+
+def test_shipped_tagger_finds_organisations_and_names_its_licence():
+    from models.tagger import DEFAULT_TAGGER_DIR
+
+    model = TokenTagger.load()
+    assert "CC BY-NC 4.0" in model.config.data_license
+    assert (DEFAULT_TAGGER_DIR / "adapter").is_dir()
+    text = "Apple Inc. and Goldman Sachs met in New York on Tuesday."
+    found = {text[s:e] for s, e, _ in model.org_spans([text])[0]}
+    assert "Goldman Sachs" in found

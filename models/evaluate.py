@@ -100,9 +100,17 @@ def plot(report: dict[str, Any], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in sorted({r["rule"] for r in report["rules"]} - {"full"}):
+    for i, name in enumerate(sorted({r["rule"] for r in report["rules"]} - {"full"})):
         pts = sorted((r["avg_exit_layer"], r["accuracy"]) for r in report["rules"] if r["rule"] == name)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if name == "cwb" else ".-", label=name, alpha=0.8)
+        frontier, best = [], -1.0  # the upper envelope: best accuracy at or below each cost
+        for x, y in pts:
+            if y > best:
+                frontier.append((x, y))
+                best = y
+        color = f"C{i}"
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=10, color=color, alpha=0.35)
+        ax.plot([p[0] for p in frontier], [p[1] for p in frontier], "-", color=color, label=f"{name} (frontier)",
+                lw=2.2 if name == "cwb" else 1.4)
     ax.axhline(report["accuracy"], color="grey", ls="--", lw=1, label="full depth")
     ax.axhline(report["accuracy"] - 0.01, color="grey", ls=":", lw=1, label="full - 1 pt")
     ax.set_xlabel("average exit layer")

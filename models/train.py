@@ -47,7 +47,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.06
     weighting: str = "learned"
-    class_weighting: str = "none"  # "none" | "sqrt_inverse" (per-class CE weight ~ 1/sqrt(frequency))
+    class_weighting: str = "none"  # "none" | "sqrt_inverse" | "inverse" (CE weight ~ frequency^-1/2 or ^-1)
     lora_r: int = 16
     lora_alpha: int = 32
     seed: int = 13
@@ -94,13 +94,14 @@ class ExitLoss(nn.Module):
 
 
 def class_weights(labels: list[int], num_classes: int, scheme: str) -> torch.Tensor | None:
-    """Per-class loss weights: ``sqrt_inverse`` ~ 1/sqrt(class frequency), mean 1 over samples."""
+    """Per-class loss weights ~ frequency^-1/2 (``sqrt_inverse``) or ^-1 (``inverse``); mean 1 over samples."""
     if scheme == "none":
         return None
-    if scheme != "sqrt_inverse":
-        raise ValueError(f"class weighting must be 'none' or 'sqrt_inverse', not {scheme!r}")
+    powers = {"sqrt_inverse": 0.5, "inverse": 1.0}
+    if scheme not in powers:
+        raise ValueError(f"class weighting must be 'none' or one of {sorted(powers)}, not {scheme!r}")
     counts = torch.bincount(torch.tensor(labels), minlength=num_classes).float().clamp_min(1)
-    w = counts.rsqrt()
+    w = counts.pow(-powers[scheme])
     return w / (w[torch.tensor(labels)].mean())
 
 

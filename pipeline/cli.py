@@ -56,7 +56,7 @@ def train(
     lr: Annotated[float, typer.Option(help="LoRA learning rate")] = 5e-4,
     head_lr: float = 3e-3,
     weighting: Annotated[str, typer.Option(help="joint loss over exits: equal | linear | learned")] = "learned",
-    class_weighting: Annotated[str, typer.Option(help="per-class loss weights: none | sqrt_inverse")] = "none",
+    class_weighting: Annotated[str, typer.Option(help="per-class loss weights: none | sqrt_inverse | inverse")] = "none",
     pooling: Annotated[str, typer.Option(help="exit-head pooling: mean | cls")] = "mean",
     shared_head: Annotated[bool, typer.Option(help="one head shared by every layer (ELBERT)")] = False,
     lora_r: int = 16,

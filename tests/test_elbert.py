@@ -140,6 +140,8 @@ def test_class_weights_favour_rare_classes():
     w = class_weights([1] * 90 + [0] * 10, 3, "sqrt_inverse")
     assert w[0] > w[1]
     assert w[0] / w[1] == pytest.approx(3.0, rel=1e-5)  # sqrt(90 / 10)
+    w = class_weights([1] * 90 + [0] * 10, 3, "inverse")
+    assert w[0] / w[1] == pytest.approx(9.0, rel=1e-5)
     assert class_weights([0, 1], 3, "none") is None
     with pytest.raises(ValueError):
         class_weights([0], 3, "inverse")

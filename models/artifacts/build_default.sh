@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/twitter_financial_news}
 export HF_HUB_OFFLINE=1
 finsent train --data "$DATA/train.csv" --out models/artifacts/elbert-minilm-tfns \
-  --weighting learned --pooling mean --epochs 5 --lr 8e-4 --head-lr 3e-3 --lora-r 16 \
+  --weighting learned --class-weighting sqrt_inverse --pooling mean --epochs 5 --lr 8e-4 --head-lr 3e-3 --lora-r 16 \
   --max-length 128 --seed 13 --threads 1 --rule-max-loss 0.005
 finsent eval --data "$DATA/validation.csv" --json --plot models/artifacts/elbert-minilm-tfns/accuracy_vs_cost.png \
   > models/artifacts/elbert-minilm-tfns/validation_eval.json

@@ -131,7 +131,7 @@ class EarlyExitEngine:
     def __init__(self, model: ElbertClassifier, rule: ExitRule, max_batch: int = 64,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                  mode: str = "refill", policy: str = "largest", lookahead: int = 4,
-                 max_queue: int = 4096):
+                 max_queue: int = 4096, chunk: int | None | str = "auto"):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if policy not in POLICIES:
@@ -147,6 +147,12 @@ class EarlyExitEngine:
         self.policy = policy
         self.lookahead = lookahead
         self.max_queue = max_queue
+        # Refill only: run a cohort's layer in length-sorted chunks of this many rows, each trimmed
+        # to its own longest text. On CPU cost grows with padded tokens and ~32-row calls are the
+        # most efficient; on GPU one large call wins, so "auto" chunks on CPU only.
+        if chunk == "auto":
+            chunk = 32 if self.device.type == "cpu" else None
+        self.chunk = chunk if mode == "refill" else None
         self.num_layers = model.num_layers
         self.stats = EngineStats()
         self.last_occupancy = 0
@@ -291,6 +297,8 @@ class EarlyExitEngine:
         if free <= 0 or not self._waiting:
             return
         reqs = self._take(free)
+        if self.chunk:
+            reqs.sort(key=lambda r: len(r.ids))
         now = time.perf_counter()
         for r in reqs:
             r.t_admit = now
@@ -318,10 +326,9 @@ class EarlyExitEngine:
                 return
         self._cohorts.append(cohort)
 
-    @staticmethod
-    def _merge(a: _Cohort, b: _Cohort) -> _Cohort:
+    def _merge(self, a: _Cohort, b: _Cohort) -> _Cohort:
         width = max(a.hidden.shape[1], b.hidden.shape[1])
-        return _Cohort(
+        merged = _Cohort(
             key=a.key,
             hidden=torch.cat([_pad_to(a.hidden, width), _pad_to(b.hidden, width)]),
             attn=torch.cat([_pad_to(a.attn, width), _pad_to(b.attn, width)]),
@@ -333,6 +340,14 @@ class EarlyExitEngine:
             n_done=a.n_done + b.n_done,
             waited=max(a.waited, b.waited),
         )
+        if self.chunk:  # keep rows sorted by length so chunks are contiguous and homogeneous
+            order = sorted(range(merged.size), key=merged.lengths.__getitem__)
+            idx = torch.tensor(order, device=self.device)
+            merged.hidden, merged.attn, merged.depth = merged.hidden[idx], merged.attn[idx], merged.depth[idx]
+            merged.state = index_state(merged.state, idx)
+            merged.reqs = [merged.reqs[i] for i in order]
+            merged.lengths = [merged.lengths[i] for i in order]
+        return merged
 
     # ------------------------------------------------------------------ one layer
     def _pick(self) -> _Cohort:
@@ -352,13 +367,21 @@ class EarlyExitEngine:
         model = self.model
         mask = additive_mask(c.attn, c.hidden.dtype)
         weights = 0 if self._shared else model.backbone.layer_key(c.key)
-        c.hidden = model.backbone.run_layer(weights, c.hidden, mask)
-        c.depth = c.depth + 1
         n, width = c.hidden.shape[:2]
         st = self.stats
-        st.layer_calls += 1
+        if self.chunk and n > self.chunk:
+            for s in range(0, n, self.chunk):
+                e = min(n, s + self.chunk)
+                w = max(c.lengths[s:e])
+                c.hidden[s:e, :w] = model.backbone.run_layer(weights, c.hidden[s:e, :w], mask[s:e, ..., :w])
+                st.layer_calls += 1
+                st.token_layers += (e - s) * w
+        else:
+            c.hidden = model.backbone.run_layer(weights, c.hidden, mask)
+            st.layer_calls += 1
+            st.token_layers += n * width
+        c.depth = c.depth + 1
         st.sample_layers += n
-        st.token_layers += n * width
         st.real_token_layers += sum(c.lengths)
 
         depth_arg: int | torch.Tensor = c.depth if self._shared else c.key + 1

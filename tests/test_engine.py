@@ -37,12 +37,14 @@ rules = st.one_of(
     mode=st.sampled_from(["static", "compact", "refill"]),
     policy=st.sampled_from(["largest", "deepest"]),
     lookahead=st.sampled_from([1, 4]),
+    chunk=st.sampled_from([None, 2, 3]),
 )
-def test_engine_matches_one_at_a_time_reference(model_key, rule, n, seed, max_batch, mode, policy, lookahead):
+def test_engine_matches_one_at_a_time_reference(model_key, rule, n, seed, max_batch, mode, policy, lookahead, chunk):
     model = MODELS[model_key]
     ids = random_ids(n, seed, min_len=1 if seed % 2 else 2, max_len=60)
     random.Random(seed).shuffle(ids)  # arrival order
-    engine = EarlyExitEngine(model, rule, max_batch=max_batch, mode=mode, policy=policy, lookahead=lookahead)
+    engine = EarlyExitEngine(model, rule, max_batch=max_batch, mode=mode, policy=policy, lookahead=lookahead,
+                             chunk=chunk)
     got = engine.run(ids)
     assert len(got) == n
     for x, pred in zip(ids, got):

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     dlq_topic: str = "finsent.dlq"
     group_id: str = "finsent-worker"
     partitions: int = Field(6, ge=1, description="partitions per topic when finsent creates topics")
+    fetch_max_wait_ms: int = Field(
+        10, ge=0, description="longest a consumer fetch waits for data (aiokafka's 500 ms default adds latency)")
 
     # --- Redis
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis/Valkey URL")

@@ -332,6 +332,7 @@ class Worker:
             auto_offset_reset="earliest",
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
         )
         self._consumer.subscribe(list(self.input_topics), listener=_Rebalance(self))
         await retry(self._consumer.start, f"Kafka consumer start ({s.bootstrap})")

@@ -144,7 +144,7 @@ def test_class_weights_favour_rare_classes():
     assert w[0] / w[1] == pytest.approx(9.0, rel=1e-5)
     assert class_weights([0, 1], 3, "none") is None
     with pytest.raises(ValueError):
-        class_weights([0], 3, "inverse")
+        class_weights([0], 3, "quadratic")
 
 
 def test_logit_bias_is_tuned_on_dev_and_survives_save_load(tmp_path):

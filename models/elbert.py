@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -85,9 +84,7 @@ class ElbertClassifier(nn.Module):
     def add_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.05,
                  targets: tuple[str, ...] = ("query", "key", "value", "dense")) -> None:
         """Freeze the backbone and train low-rank adapters on ``targets`` (peft)."""
-        lcfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
-        self.backbone.model = get_peft_model(self.backbone.model, lcfg)
-        self.config.lora = {"r": r, "alpha": alpha, "dropout": dropout, "targets": list(targets)}
+        self.config.lora = self.backbone.add_lora(r, alpha, dropout, targets)
 
     # ----------------------------------------------------------------- forward pieces
     def head_index(self, depth: int) -> int:

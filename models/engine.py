@@ -248,7 +248,7 @@ class EarlyExitEngine:
                     if self._closing and not self._waiting and not self._cohorts:
                         return
                 self.step()
-        except BaseException as exc:  # fail every pending future rather than hang callers
+        except BaseException as exc:  # noqa: BLE001 -- fail every pending future rather than hang callers
             self._error = exc
             with self._cv:
                 pending = list(self._waiting) + [r for c in self._cohorts for r in c.reqs]

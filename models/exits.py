@@ -150,7 +150,7 @@ RULES: dict[str, type[ExitRule]] = {
 }
 
 
-def make_rule(rule_name: str, **params: float | int) -> ExitRule:
+def make_rule(rule_name: str, **params: float) -> ExitRule:
     """Build a rule by name (``full``, ``maxprob``, ``entropy``, ``patience``, ``cwb``)."""
     try:
         cls = RULES[rule_name]

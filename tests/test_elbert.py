@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from tinymodels import random_ids, tiny_backbone, tiny_classifier
 
 from models.datasets import DataError, LabelledTexts, read_labelled_csv
 from models.elbert import ElbertClassifier
 from models.train import ExitLoss, TrainConfig, length_grouped_batches, train
-from tinymodels import random_ids, tiny_backbone, tiny_classifier
 
 
 @pytest.mark.parametrize("kind", ["bert", "albert"])

@@ -5,13 +5,12 @@ import random
 import threading
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tinymodels import borderline, exit_probs_one, random_ids, tiny_classifier
 
 from models.engine import EarlyExitEngine, reference_predict
 from models.exits import ConfidenceWindow, Entropy, FullDepth, MaxProb, Patience
-from tinymodels import borderline, exit_probs_one, random_ids, tiny_classifier
 
 MODELS = {(kind, shared): tiny_classifier(kind, layers=4, seed=3, shared_head=shared)
           for kind in ("bert", "albert") for shared in (False, True)}

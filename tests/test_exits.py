@@ -5,8 +5,17 @@ import math
 import pytest
 import torch
 
-from models.exits import (ConfidenceWindow, Entropy, FullDepth, MaxProb, Patience, make_rule,
-                          normalized_entropy, parse_rule, simulate)
+from models.exits import (
+    ConfidenceWindow,
+    Entropy,
+    FullDepth,
+    MaxProb,
+    Patience,
+    make_rule,
+    normalized_entropy,
+    parse_rule,
+    simulate,
+)
 
 
 def seq(*rows):

@@ -361,7 +361,7 @@ def test_module_link_and_feed_resolution() -> None:
 # The gold set: tests/fixtures/linking_gold.jsonl
 
 sys.path.insert(0, str(ROOT))
-from bench.linking import evaluate, load_gold, oracle_tagger  # noqa: E402
+from bench.linking import evaluate, load_gold, oracle_tagger
 
 #: config -> (min precision, min recall). Add the real tagger here when it is wired in:
 #:     "tagger": (0.95, 0.90),

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tinymodels import borderline, exit_probs_one
 
 from models.elbert import DEFAULT_MODEL_DIR, ElbertClassifier
 from models.engine import EarlyExitEngine, reference_predict
 from models.exits import make_rule
-from tinymodels import borderline, exit_probs_one
 
 FEED = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "sample_feed.jsonl"
 
@@ -56,7 +56,6 @@ def test_engine_equals_reference_on_500_texts(model):
     texts = our_texts(500)
     ids, truncated = model.encode(texts)
     got = EarlyExitEngine(model, rule, max_batch=64).run(ids, truncated)
-    differ = []
     for x, pred in zip(ids, got):
         ref = reference_predict(model, x, rule)
         same = pred.exit_layer == ref.exit_layer and pred.label == ref.label

@@ -111,6 +111,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def prepare_for_training(model: nn.Module, seed: int, threads: int | None, lora_r: int, lora_alpha: int,
+                         device: str) -> None:
+    """Seed, set CPU threads, add a LoRA adapter unless the model has one, move to ``device``."""
+    seed_everything(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    if model.config.lora is None and lora_r > 0:
+        model.add_lora(r=lora_r, alpha=lora_alpha)
+    model.to(device)
+
+
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, sched, params: list[nn.Parameter],
+                   running: float | None) -> float:
+    """Backward, clip to norm 1, step optimizer and schedule. Returns the smoothed loss for the bar."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    return loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+
+
 def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
     """Shuffle, sort by length inside windows of 50 batches, cut into batches, shuffle the batches."""
     order = rng.permutation(len(lengths))
@@ -147,12 +169,7 @@ def split_dev(data: LabelledTexts, fraction: float, seed: int) -> tuple[Labelled
 def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg: TrainConfig,
           progress: bool = True) -> dict[str, Any]:
     """Fine-tune ``model`` in place; keeps the weights of the best dev epoch. Returns a history."""
-    seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if model.config.lora is None and cfg.lora_r > 0:
-        model.add_lora(r=cfg.lora_r, alpha=cfg.lora_alpha)
-    model.to(cfg.device)
+    prepare_for_training(model, cfg.seed, cfg.threads, cfg.lora_r, cfg.lora_alpha, cfg.device)
     loss_fn = ExitLoss(model.num_layers, cfg.weighting, class_weights(data.labels, len(model.labels),
                                                                     cfg.class_weighting)).to(cfg.device)
     backbone_params = [p for p in model.backbone.parameters() if p.requires_grad]
@@ -161,6 +178,7 @@ def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg:
         {"params": list(model.heads.parameters()) + list(loss_fn.parameters()), "lr": cfg.head_lr},
     ]
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    params = [p for g in groups for p in g["params"]]
     ids, _ = model.encode(data.texts)
     dev_ids, _ = model.encode(dev.texts)
     labels = torch.tensor(data.labels)
@@ -183,12 +201,7 @@ def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg:
             x, a = model.pad([ids[i] for i in batch], model.pad_id, cfg.device)
             y = labels[batch].to(cfg.device)
             loss = loss_fn(model(x, a), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
-            opt.step()
-            sched.step()
-            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            running = optimizer_step(loss, opt, sched, params, running if step else None)
             bar.set_postfix(loss=f"{running:.3f}")
         probs = exit_probabilities(model, dev_ids, device=cfg.device)
         acc = (probs.argmax(-1) == torch.tensor(dev.labels)).float().mean(1).tolist()

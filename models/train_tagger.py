@@ -44,7 +44,7 @@ from models.conll import TaggedSentence, read_conll
 from models.evaluate_tagger import PreparedSet, cheapest_within, evaluate_tagger, run_setting
 from models.tagger import IGNORE, Encoded, TaggerBatch, TokenTagger
 from models.tokee import SENTENCE
-from models.train import length_grouped_batches, seed_everything, trainable_state
+from models.train import length_grouped_batches, optimizer_step, prepare_for_training, trainable_state
 
 FINER_LICENSE = ("FiNER-ORD (Shah et al. 2023), CC BY-NC 4.0: non-commercial; a model trained on it is a "
                  "research artifact")
@@ -150,12 +150,7 @@ def _optimizer(model: TokenTagger, lr: float, head_lr: float, weight_decay: floa
 def train_tagger(model: TokenTagger, train_sents: list[TaggedSentence], dev_sents: list[TaggedSentence],
                  cfg: TaggerTrainConfig, progress: bool = True) -> dict[str, Any]:
     """Both stages, in place. Returns a history; keeps the best stage-1 epoch, then stage 2 on top."""
-    seed_everything(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if model.config.lora is None and cfg.lora_r > 0:
-        model.add_lora(r=cfg.lora_r, alpha=cfg.lora_alpha)
-    model.to(cfg.device)
+    prepare_for_training(model, cfg.seed, cfg.threads, cfg.lora_r, cfg.lora_alpha, cfg.device)
     items = encode_sentences(model, train_sents)
     dev = PreparedSet(model, dev_sents)
     rng = np.random.default_rng(cfg.seed)
@@ -178,12 +173,7 @@ def train_tagger(model: TokenTagger, train_sents: list[TaggedSentence], dev_sent
             b = TaggerBatch.collate([items[i] for i in idx], model.pad_id, cfg.device)
             assert b.labels is not None
             loss = joint_loss(model(b.input_ids, b.attention_mask), b.labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            running = optimizer_step(loss, opt, sched, params, running if step else None)
             bar.set_postfix(loss=f"{running:.3f}")
         f1s = dev_layer_f1(model, dev)
         record = {"stage": 1, "epoch": epoch + 1, "dev_f1_per_layer": f1s, "dev_mean_f1": round(float(np.mean(f1s)), 4),
@@ -215,12 +205,7 @@ def train_tagger(model: TokenTagger, train_sents: list[TaggedSentence], dev_sent
             out = model.forward_tokee(b, window, threshold, collect=True)
             assert out.layer_logits is not None and out.layer_active is not None
             loss = masked_layer_loss(out.layer_logits, out.layer_active, b.labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            running = 0.98 * running + 0.02 * loss.item() if step else loss.item()
+            running = optimizer_step(loss, opt, sched, params, running if step else None)
             bar.set_postfix(loss=f"{running:.3f}", cost=f"{out.cost.cost_fraction:.2f}")
         model.eval()
         f1s = dev_layer_f1(model, dev)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from tinymodels import randomize_heads
 from transformers import BertConfig
 
 from models.backbone import Backbone, additive_mask, load_tokenizer
@@ -38,12 +39,7 @@ def tiny_tagger(tokenizer, layers: int = 4, seed: int = 0, head_scale: float = 2
     torch.manual_seed(seed)
     backbone = Backbone.from_config(tiny_bert_config(len(tokenizer), layers))
     model = TokenTagger(backbone, TaggerConfig(base="tiny"), tokenizer)
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for h in model.heads:
-            h.weight.copy_(torch.randn(h.weight.shape, generator=g) * head_scale)
-            h.bias.copy_(torch.randn(h.bias.shape, generator=g))
-    return model.eval()
+    return randomize_heads(model, seed + 1, head_scale)
 
 
 def text_batch(model: TokenTagger, texts=TEXTS) -> TaggerBatch:

@@ -32,10 +32,15 @@ def tiny_classifier(kind: str = "bert", layers: int = 4, seed: int = 0, shared_h
     model = ElbertClassifier(tiny_backbone(kind, layers, seed),
                              ElbertConfig(base="tiny", pooling=pooling, shared_head=shared_head, max_length=64),
                              tokenizer=None)
-    g = torch.Generator().manual_seed(seed + 1)
+    return randomize_heads(model, seed + 1, head_scale)
+
+
+def randomize_heads(model, seed: int, scale: float):
+    """Large random head weights, so exit probabilities spread out and exit rules really fire."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for h in model.heads:
-            h.weight.copy_(torch.randn(h.weight.shape, generator=g) * head_scale)
+            h.weight.copy_(torch.randn(h.weight.shape, generator=g) * scale)
             h.bias.copy_(torch.randn(h.bias.shape, generator=g))
     return model.eval()
 

@@ -62,6 +62,11 @@ def train(
     lora_r: int = 16,
     max_length: int = 128,
     seed: int = 13,
+    patience: Annotated[int, typer.Option(help="epochs without dev improvement before stopping")] = 1,
+    select: Annotated[str, typer.Option(
+        help="which epoch to keep: mean_exit (mean dev accuracy over exits) | full_depth (last exit's dev "
+             "accuracy + macro-F1)")] = "mean_exit",
+    distill: Annotated[float, typer.Option(help="self-distillation weight: shallow exits also learn the last exit")] = 0.0,
     rule_max_loss: Annotated[float, typer.Option(
         help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
     calibrate: Annotated[bool, typer.Option(
@@ -78,7 +83,10 @@ def train(
     from models.train import TrainConfig, train_main
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, weighting=weighting,
-                      class_weighting=class_weighting, lora_r=lora_r, seed=seed, threads=threads, device=device)
+                      class_weighting=class_weighting, lora_r=lora_r, seed=seed, threads=threads, device=device,
+                      patience=patience, select=select, distill=distill)
+    if select not in ("mean_exit", "full_depth"):
+        _fail(f"--select must be mean_exit or full_depth, not {select!r}")
     try:
         summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length, rule_max_loss, calibrate)
     except (DataError, FileNotFoundError, ValueError) as exc:

@@ -112,8 +112,21 @@ def test_train_loop_runs_and_keeps_the_best_epoch():
     dev = LabelledTexts(texts[40:], labels[40:])
     summary = train(model, data, dev, TrainConfig(epochs=2, batch_size=8, lora_r=2, threads=1), progress=False)
     assert len(summary["history"]) >= 1
-    assert 0.0 <= summary["best_dev_mean_accuracy"] <= 1.0
+    assert 0.0 <= summary["best_dev_score"] <= 1.0
     assert not model.training
+
+
+def test_self_distillation_is_zero_only_when_every_exit_agrees_with_the_last():
+    from models.train import self_distillation
+
+    same = torch.tensor([[[2.0, 0.0, -1.0]]]).repeat(4, 5, 1)  # [L=4, B=5, C=3]
+    assert float(self_distillation(same)) == pytest.approx(0.0, abs=1e-6)
+    differ = same.clone()
+    differ[0] = torch.tensor([-1.0, 0.0, 2.0])
+    loss = self_distillation(differ.requires_grad_())
+    assert float(loss) > 0.1
+    loss.backward()
+    assert differ.grad[-1].abs().sum() == 0  # the teacher (last exit) is detached
 
 
 def test_csv_with_a_bad_row_names_the_line(tmp_path):

@@ -6,10 +6,25 @@ options that override them. Nothing else in the code base reads the environment.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Kafka topic names allow [a-zA-Z0-9._-]; the namespace prefixes topics and Redis keys alike.
+_NAMESPACE = re.compile(r"[A-Za-z0-9._-]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for logs and reprs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':', 1)[0]}:***@{host}"))
 
 
 class Settings(BaseSettings):
@@ -28,8 +43,28 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         10, ge=0, description="longest a consumer fetch waits for data (aiokafka's 500 ms default adds latency)")
 
+    # --- Kafka security (applied to every Kafka client by pipeline/connections.py)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism when the protocol is SASL_*")
+    kafka_sasl_username: str | None = Field(None, description="SASL user (required for SASL_*)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (required for SASL_*)")
+    kafka_ssl_cafile: FilePath | None = Field(None, description="CA bundle for the brokers (default: system CAs)")
+    kafka_ssl_certfile: FilePath | None = Field(None, description="client certificate (mutual TLS)")
+    kafka_ssl_keyfile: FilePath | None = Field(None, description="client private key (mutual TLS)")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="password of the client private key")
+    kafka_ssl_check_hostname: bool = Field(True, description="verify the brokers' certificate host names")
+
     # --- Redis
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis/Valkey URL")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis/Valkey URL; rediss://... for TLS")
+    redis_username: str | None = Field(None, description="Redis ACL user (default: the 'default' user)")
+    redis_password: SecretStr | None = Field(None, description="Redis password (ACL user's or requirepass)")
+    redis_ssl_cafile: FilePath | None = Field(None, description="CA bundle for a rediss:// server (default: system CAs)")
+    redis_ssl_certfile: FilePath | None = Field(None, description="client certificate for rediss:// (mutual TLS)")
+    redis_ssl_keyfile: FilePath | None = Field(None, description="client private key for rediss:// (mutual TLS)")
+    redis_ssl_check_hostname: bool = Field(True, description="verify the Redis server's certificate host name")
     history_len: int = Field(10_000, ge=1, description="entries kept per ticker history sorted set")
 
     # --- micro-batching and the model
@@ -49,6 +84,42 @@ class Settings(BaseSettings):
 
     # --- operations
     metrics_port: int = Field(9108, ge=0, description="Prometheus metrics HTTP port (0 = off)")
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Self:
+        """Reject a namespace that is not a legal topic-name prefix, and combinations that would
+        silently connect without the security asked for."""
+        if not _NAMESPACE.fullmatch(self.namespace):
+            raise ValueError(f"FINSENT_NAMESPACE {self.namespace!r} may hold only letters, digits, '.', '_' and "
+                             "'-' (it prefixes Kafka topic names), e.g. 'prod.' or 'staging-'")
+        kafka_tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        if not kafka_tls and (self.kafka_ssl_cafile or self.kafka_ssl_certfile or self.kafka_ssl_keyfile):
+            raise ValueError("FINSENT_KAFKA_SSL_* files are set but FINSENT_KAFKA_SECURITY_PROTOCOL is "
+                             f"{self.kafka_security_protocol}; use SSL or SASL_SSL")
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(f"FINSENT_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs "
+                             "FINSENT_KAFKA_SASL_USERNAME and FINSENT_KAFKA_SASL_PASSWORD")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("FINSENT_KAFKA_SSL_KEYFILE is set without FINSENT_KAFKA_SSL_CERTFILE")
+        url = urlsplit(self.redis_url)
+        if url.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"FINSENT_REDIS_URL must start with redis://, rediss:// or unix://, got "
+                             f"{redact_url(self.redis_url)!r}")
+        if url.scheme != "rediss" and (self.redis_ssl_cafile or self.redis_ssl_certfile or self.redis_ssl_keyfile):
+            raise ValueError("FINSENT_REDIS_SSL_* files are set but FINSENT_REDIS_URL is not rediss://")
+        if self.redis_ssl_keyfile and not self.redis_ssl_certfile:
+            raise ValueError("FINSENT_REDIS_SSL_KEYFILE is set without FINSENT_REDIS_SSL_CERTFILE")
+        if url.password is not None and self.redis_password is not None:
+            raise ValueError("the Redis password is given twice (in FINSENT_REDIS_URL and FINSENT_REDIS_PASSWORD); "
+                             "keep it in FINSENT_REDIS_PASSWORD only")
+        return self
+
+    def __repr_args__(self) -> Any:
+        # SecretStr fields already print as '**********'; a password inside the URL needs this.
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "redis_url" else value
 
     def topic(self, name: str) -> str:
         return f"{self.namespace}{name}"

@@ -34,6 +34,7 @@ __all__ = [
     "BEARISH_MAX",
     "BULLISH_MIN",
     "LABELS",
+    "MAX_DEAD_LETTER_RAW_BYTES",
     "MAX_TICKERS",
     "REASON_CODES",
     "SENTIMENT_LABELS",
@@ -78,6 +79,10 @@ MAX_SOURCE_CHARS: Final[int] = 200
 MAX_URL_CHARS: Final[int] = 4096
 MAX_FUTURE_MS: Final[int] = 86_400_000  # 1 day of clock skew tolerated
 MIN_EVENT_MS: Final[int] = 631_152_000_000  # 1990-01-01T00:00:00Z
+#: Original bytes kept in a dead letter. A dead letter must stay well under Kafka's default 1 MB
+#: record limit (base64 adds a third); the whole message stays in its input topic at the
+#: dead letter's topic/partition/offset.
+MAX_DEAD_LETTER_RAW_BYTES: Final[int] = 65_536
 
 #: Stable reason codes written to ``finsent.dlq``. Parse codes come from :func:`parse_input`;
 #: ``late`` is raised by the aggregator, ``internal`` is for anything the worker could not classify.
@@ -515,10 +520,14 @@ class DeadLetter:
     Fields:
         reason: one of :data:`REASON_CODES`.
         detail: human-readable explanation (not stable; do not match on it).
-        raw_b64: the original message bytes, standard base64.
+        raw_b64: the original message bytes, standard base64; only the first
+            :data:`MAX_DEAD_LETTER_RAW_BYTES` of a longer message (see ``raw_truncated``).
         topic, partition, offset: where the message was read (None when unknown).
         failed_at: wall time of the rejection, epoch ms, or None.
         doc_id: the input's id when it could be parsed (e.g. for ``late``), else None.
+        raw_size: length of the original message in bytes (None in records written before it
+            existed).
+        raw_truncated: ``raw_b64`` holds only a prefix of the message.
     """
 
     reason: str
@@ -529,6 +538,8 @@ class DeadLetter:
     offset: int | None = None
     failed_at: int | None = None
     doc_id: str | None = None
+    raw_size: int | None = None
+    raw_truncated: bool = False
 
     @property
     def raw(self) -> bytes:
@@ -548,17 +559,26 @@ class DeadLetter:
         failed_at: int | None = None,
         doc_id: str | None = None,
         max_detail_chars: int = 500,
+        max_raw_bytes: int = MAX_DEAD_LETTER_RAW_BYTES,
     ) -> DeadLetter:
-        """Build a dead letter; ``raw`` is kept byte-exact (base64)."""
+        """Build a dead letter; ``raw`` is kept byte-exact (base64) up to ``max_raw_bytes``.
+
+        The cap keeps a dead letter producible: the base64 of a message near the 1 MB input
+        limit would exceed Kafka's default 1 MB record size, and a record the producer refuses
+        would stall the outbox behind it.
+        """
+        size = len(raw)
         return cls(
             reason=reason,
             detail=detail[:max_detail_chars],
-            raw_b64=base64.b64encode(bytes(raw)).decode("ascii"),
+            raw_b64=base64.b64encode(bytes(raw[:max_raw_bytes])).decode("ascii"),
             topic=topic,
             partition=partition,
             offset=offset,
             failed_at=failed_at,
             doc_id=doc_id,
+            raw_size=size,
+            raw_truncated=size > max_raw_bytes,
         )
 
     def to_json(self) -> bytes:
@@ -568,7 +588,8 @@ class DeadLetter:
     def from_json(cls, raw: bytes | str) -> DeadLetter:
         d = _obj(raw, "DeadLetter")
         try:
-            dl = cls(**{f: d.get(f) for f in cls.__slots__})  # type: ignore[attr-defined]
+            fields = {f: d.get(f) for f in cls.__slots__ if f != "raw_truncated"}  # type: ignore[attr-defined]
+            dl = cls(**fields, raw_truncated=bool(d.get("raw_truncated", False)))
             if not isinstance(dl.reason, str) or not isinstance(dl.raw_b64, str):
                 raise TypeError("reason and raw_b64 must be strings")
             base64.b64decode(dl.raw_b64, validate=True)

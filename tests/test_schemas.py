@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.schemas import (
+    MAX_DEAD_LETTER_RAW_BYTES,
     MAX_TICKERS,
     REASON_CODES,
     DeadLetter,
@@ -427,6 +428,21 @@ def test_dead_letter_keeps_bytes_exactly(raw: bytes, topic: str, partition: int,
     again = DeadLetter.from_json(dl.to_json())
     assert again == dl and again.raw == raw
     assert base64.b64decode(orjson.loads(dl.to_json())["raw_b64"]) == raw
+
+
+def test_dead_letter_of_a_huge_message_stays_producible() -> None:
+    # Regression: a 1 MB message kept whole became a 1.3 MB dead letter (base64), which the
+    # producer refuses (MessageSizeTooLargeError, max_request_size 1 MB) -- and the outbox retried it forever.
+    raw = b"\xff" + b"x" * 1_999_999
+    dl = DeadLetter.from_error(raw, "too_large", "detail", "news.raw", 0, 1)
+    assert len(dl.to_json()) < 100_000
+    assert dl.raw == raw[:MAX_DEAD_LETTER_RAW_BYTES] and dl.raw_size == len(raw) and dl.raw_truncated
+    assert DeadLetter.from_json(dl.to_json()) == dl
+    small = DeadLetter.from_error(b"abc", "not_json", "", None, None, None)
+    assert small.raw == b"abc" and small.raw_size == 3 and not small.raw_truncated
+    # records written before raw_size/raw_truncated existed still read
+    old = {"reason": "not_json", "detail": "", "raw_b64": "YWJj"}
+    assert DeadLetter.from_json(orjson.dumps(old)) == DeadLetter("not_json", "", "YWJj")
 
 
 def test_from_json_rejects_garbage_with_value_error() -> None:

@@ -44,7 +44,8 @@ symbol of rank ``r`` with ``m`` mentions::
 
 Feed tickers are ranked by their list position the same way (w = 1, m = 1). A symbol found
 several ways keeps its most relevant link (ties prefer a link with a span); the text link of a
-symbol reports its first explicit mention if it has one, else its first name mention.
+symbol reports its first explicit mention if it has one, else its first name mention. A message
+keeps at most :data:`MAX_LINKS` links, the most relevant (ties: first mentioned).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from pipeline.universe import Alias, Universe, fold, load_universe
 
 __all__ = [
     "EXCHANGES",
+    "MAX_LINKS",
     "MENTION_BONUS",
     "MIN_RELEVANCE",
     "NAME_WEIGHT",
@@ -85,6 +87,10 @@ NAME_WEIGHT: Final[float] = 0.9
 MENTION_BONUS: Final[float] = 0.1
 #: Minimum tagger confidence for an ORG span to confirm an ambiguous name.
 ORG_THRESHOLD: Final[float] = 0.5
+#: Most links per message, the most relevant kept. Every link becomes a ticker state, a score
+#: record and a Redis write; without a cap one tweet of 10,000 made-up cashtags ($AAAA $AAAB
+#: ...) linked 3,334 tickers (its text is cut at 20,000 characters) and created them all.
+MAX_LINKS: Final[int] = 50
 
 #: Exchange prefixes recognised in ``EXCHANGE:SYMBOL`` (upper case, as written in news wires).
 EXCHANGES: Final[tuple[str, ...]] = (
@@ -491,7 +497,7 @@ def _aggregate(mentions: list[Mention], feed: list[str]) -> list[TickerLink]:
             )
         )
     # stable: equal relevance keeps first-seen order (feed order, then text order)
-    return sorted(best.values(), key=lambda t: -t.relevance)
+    return sorted(best.values(), key=lambda t: -t.relevance)[:MAX_LINKS]
 
 
 _DEFAULT: Linker | None = None

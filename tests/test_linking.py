@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pipeline.linking import MIN_RELEVANCE, find_mentions, link, rank_relevance
+from pipeline.linking import MAX_LINKS, MIN_RELEVANCE, default_linker, find_mentions, link, rank_relevance
 from pipeline.schemas import InputMessage, TickerLink, parse_input
 
 NOW = 1_710_423_000_000
@@ -118,3 +120,58 @@ def test_sample_feed_links_are_valid() -> None:
             linked.add(t.symbol)
             assert 0.0 < t.relevance <= 1.0
     assert len(linked) >= 10  # every company of the demo feed is reachable without the name linker
+
+
+# ------------------------------------------------------------------ hostile input and properties
+
+
+def test_links_per_message_are_capped_most_relevant_first() -> None:
+    # Regression: 10,000 made-up cashtags linked 3,334 tickers (all the 20,000-character text
+    # holds), each a new ticker state, score record and set of Redis keys.
+    tags = [f"{a}{b}{c}{d}" for a in "ABCD" for b in "ABCDEFGHIJ" for c in "ABCDEFGHIJ" for d in "ABCDEFGHIJKLMNOPQRSTUVWXY"]
+    links = link(msg(" ".join(f"${t}" for t in tags[:10_000])))
+    assert len(links) == MAX_LINKS
+    assert [t.symbol for t in links] == tags[:MAX_LINKS]  # the first mentioned, in rank order
+    assert len(link(msg("Index changes", [f"X{i}" for i in range(200)]))) <= MAX_LINKS
+
+
+_FILLER = st.sampled_from(["up", "down", "today", "vs", "on", "after", "-", "and", "2%", "(", ")", ",", "!"])
+_TAG = st.from_regex(r"[A-Z]{1,5}", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_TAG, st.lists(_FILLER, max_size=3), st.booleans()), min_size=1, max_size=70))
+def test_cashtag_links_follow_the_rank_formula(parts: list[tuple[str, list[str], bool]]) -> None:
+    """Whatever the mix: one link per distinct symbol (at most MAX_LINKS), ranked by first
+    mention, relevance = rank_relevance(rank) + a bonus per repeat, spans on the mentions."""
+    words: list[str] = []
+    for tag, filler, lower in parts:
+        words += [f"${tag.lower() if lower else tag}", *filler]
+    text = " ".join(words)
+    links = link(msg(text))
+    resolve = default_linker().resolve
+    mentions = [resolve(tag) for tag, _, _ in parts]
+    expected = list(dict.fromkeys(mentions))
+
+    def relevance(s: str) -> float:
+        return round(min(1.0, rank_relevance(expected.index(s)) + 0.1 * (mentions.count(s) - 1)), 4)
+
+    assert [t.symbol for t in links] == sorted(expected, key=lambda s: -relevance(s))[:MAX_LINKS]
+    for t in links:
+        assert t.relevance == relevance(t.symbol)
+        assert t.method == "cashtag" and t.span is not None and text[t.span[0]] == "$"
+    assert [t.relevance for t in links] == sorted((t.relevance for t in links), reverse=True)
+    assert link(msg(text)) == links  # deterministic
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_TAG, max_size=80), st.text(max_size=200))
+def test_links_are_valid_for_any_text_and_feed(feed: list[str], text: str) -> None:
+    raw = {"id": "x", "text": f"x {text}", "published_at": NOW, "tickers": feed}
+    links = link(parse_input(orjson.dumps(raw), now_ms=NOW))
+    assert len(links) <= MAX_LINKS
+    assert len({t.symbol for t in links}) == len(links)
+    assert all(0.0 < t.relevance <= 1.0 for t in links)
+    assert [t.relevance for t in links] == sorted((t.relevance for t in links), reverse=True)
+    if len(set(feed)) <= MAX_LINKS and not text.strip():  # only feed tickers: all of them, in order
+        assert [t.symbol for t in links] == list(dict.fromkeys(default_linker().resolve(s) for s in feed))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.aggregate import WINDOWS_MS, Aggregator, Late, TickerState, recompute, recompute_states
+from pipeline.aggregate import WINDOWS_MS, Aggregator, Late, TickerState, decay, recompute, recompute_states
 from pipeline.schemas import SENTIMENT_LABELS, ScoredDocument, TickerLink, TickerScore, score_label
 
 T0 = 1_710_423_000_000  # 2024-03-14T13:30:00Z
@@ -395,3 +395,60 @@ def test_constructor_validates() -> None:
     for bad in ((0, 1), (-1, 1), (math.nan, 1), (1, -1), (1, math.inf)):
         with pytest.raises(ValueError):
             Aggregator(*bad)
+
+
+# ------------------------------------------------------------------ more properties
+
+
+@given(st.floats(0, 1e9), st.floats(0, 1e9), st.floats(1.0, 1e8))
+def test_decay_is_monotone_and_multiplicative(a: float, b: float, half_life_ms: float) -> None:
+    lo, hi = sorted((a, b))
+    assert 0.0 <= decay(hi, half_life_ms) <= decay(lo, half_life_ms) <= decay(0.0, half_life_ms) == 1.0
+    assert decay(a + b, half_life_ms) == pytest.approx(decay(a, half_life_ms) * decay(b, half_life_ms), rel=1e-9, abs=1e-300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 48 * HOUR), st.integers(0, 48 * HOUR), st.floats(-1, 1), st.floats(-1, 1), st.sampled_from([60.0, 3600.0]))
+def test_an_older_document_weighs_less(gap_1: int, gap_2: int, old_score: float, new_score: float, half_life_s: float) -> None:
+    """Decay monotonicity on the aggregate: the further an older document lies behind a newer
+    one, the closer the score is to the newer document's."""
+
+    def score(gap: int) -> float:
+        agg = Aggregator(half_life_s, 49 * 3600.0)
+        agg.apply(doc("old", T0, old_score), T0)
+        agg.apply(doc("new", T0 + gap, new_score), T0)
+        return agg.tickers["AAPL"].score
+
+    near, far = sorted((gap_1, gap_2))
+    assert abs(score(far) - new_score) <= abs(score(near) - new_score) + 1e-12
+    # the score always lies between the two documents' scores
+    lo, hi = sorted((old_score, new_score))
+    assert lo - 1e-12 <= score(near) <= hi + 1e-12
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 30 * HOUR), st.sampled_from(["positive", "negative", "neutral"]), st.floats(-1, 1)),
+        min_size=1,
+        max_size=60,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_window_counts_equal_a_brute_force_count(rows: list[tuple[int, str, float]], rnd: random.Random) -> None:
+    """In any arrival order (everything within lateness): each window counts exactly the
+    documents with event time in (as_of - W, as_of], per label; 5m <= 1h <= 24h; seq = all."""
+    docs = [doc(f"d{i}", T0 + t, s, label=lab) for i, (t, lab, s) in enumerate(rows)]
+    rnd.shuffle(docs)
+    agg = Aggregator(H_S, 31 * 3600.0)
+    for d in docs:
+        agg.apply(d, T0)
+    u = agg.snapshot("AAPL", T0)
+    assert u is not None and u.as_of == max(d.published_at for d in docs) and u.seq == len(docs)
+    for w in WINDOWS_MS:
+        inside = [d for d in docs if u.as_of - WINDOWS_MS[w] < d.published_at <= u.as_of]
+        got = (getattr(u, f"n_{w}"), getattr(u, f"bullish_{w}"), getattr(u, f"bearish_{w}"), getattr(u, f"neutral_{w}"))
+        want = (len(inside), *(sum(d.label == lab for d in inside) for lab in ("positive", "negative", "neutral")))
+        assert got == want, w
+    assert u.n_5m <= u.n_1h <= u.n_24h
+    assert -1.0 <= u.score <= 1.0 and u.label == score_label(u.score)

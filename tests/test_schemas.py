@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from pipeline.schemas import (
     MAX_DEAD_LETTER_RAW_BYTES,
+    MAX_FUTURE_MS,
     MAX_TICKERS,
+    MIN_EVENT_MS,
     REASON_CODES,
     DeadLetter,
     InputMessage,
@@ -579,6 +581,54 @@ hostile_text = st.text(min_size=1, max_size=120) | st.lists(
 def test_messages_with_hostile_text_mostly_parse(obj: dict[str, object], max_text_chars: int) -> None:
     # valid id and timestamp, so this exercises normalisation and the optional fields
     _check(json.dumps(obj).encode(), max_text_chars=max_text_chars)
+
+
+def _nested(depth: int) -> object:
+    value: object = "leaf"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@settings(max_examples=200)
+@given(
+    st.dictionaries(st.text(max_size=8).filter(lambda k: k not in FIELDS), json_values | st.builds(_nested, st.integers(0, 1000)), max_size=5),
+    hostile_text,
+)
+def test_unknown_fields_never_change_the_result(extra: dict[str, object], text: str) -> None:
+    """Whatever unknown fields hold (any JSON, nesting up to orjson's 1,024 levels), the parse
+    is that of the known fields alone; deeper nesting is not JSON to the parser (not_json)."""
+    known = {"id": "n-1", "text": text, "published_at": NOW_MS}
+    try:
+        want: InputMessage | str = parse_input(orjson.dumps(known), now_ms=NOW_MS)
+    except ParseError as e:
+        want = e.reason
+    try:
+        got: InputMessage | str = parse_input(json.dumps({**extra, **known}).encode(), now_ms=NOW_MS)
+    except ParseError as e:
+        got = e.reason
+    assert got == want
+
+
+def test_nesting_beyond_the_depth_limit_is_not_json() -> None:
+    raw = orjson.dumps({"id": "n-1", "text": "hi", "published_at": NOW_MS})[:-1] + b',"x":' + b"[" * 1100 + b"]" * 1100 + b"}"
+    with pytest.raises(ParseError) as e:
+        parse_input(raw, now_ms=NOW_MS)
+    assert e.value.reason == "not_json"
+
+
+@settings(max_examples=300)
+@given(st.integers(-(2**63), 2**63 - 1) | st.builds(rfc3339, st.integers(-62_135_596_800_000, 253_402_300_799_999)))
+def test_timestamps_accepted_exactly_within_the_bounds(published_at: int | str) -> None:
+    raw = orjson.dumps({"id": "t", "text": "hi", "published_at": published_at})
+    ms = parse_timestamp(published_at)
+    try:
+        m = parse_input(raw, now_ms=NOW_MS)
+    except ParseError as e:
+        assert (e.reason, ms < MIN_EVENT_MS) in (("too_old", True), ("future_timestamp", False))
+        assert not (MIN_EVENT_MS <= ms <= NOW_MS + MAX_FUTURE_MS)
+        return
+    assert m.published_at == ms and MIN_EVENT_MS <= ms <= NOW_MS + MAX_FUTURE_MS
 
 
 # ------------------------------------------------------------------ the bundled sample feed

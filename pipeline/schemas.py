@@ -23,8 +23,8 @@ import binascii
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
@@ -44,6 +44,7 @@ __all__ = [
     "ScoredDocument",
     "TickerLink",
     "TickerScore",
+    "epoch_ms",
     "normalize_symbol",
     "parse_input",
     "parse_timestamp",
@@ -184,6 +185,22 @@ def parse_timestamp(value: object) -> int:
     except ValueError as e:
         raise ParseError("bad_timestamp", f"published_at: {e}: {value!r}") from None
     return (dt - _EPOCH) // _MS + frac_ms - offset_min * 60_000
+
+
+def epoch_ms(value: datetime | int | str) -> int:
+    """A time given by a person or a program -> epoch ms UTC: an aware ``datetime``, epoch ms
+    (``int`` or a string of digits), or RFC 3339 with an offset. Naive datetimes are refused:
+    guessing their zone is how backtests go quietly wrong."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: give a time zone (e.g. tzinfo=UTC)")
+        return (value - _EPOCH) // _MS
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    try:
+        return parse_timestamp(value)
+    except ParseError as e:
+        raise ValueError(f"not a time: {value!r} (RFC 3339 with an offset, or epoch ms)") from e
 
 
 def score_label(score: float) -> str:
@@ -435,6 +452,42 @@ class ScoredDocument:
         return orjson.dumps(self)
 
     @classmethod
+    def from_prediction(
+        cls,
+        msg: InputMessage,
+        links: Sequence[TickerLink],
+        *,
+        label: str,
+        probs: Mapping[str, float],
+        exit_layer: int,
+        truncated: bool,
+        model_version: str,
+        ingested_at: int,
+        scored_at: int,
+    ) -> ScoredDocument:
+        """The document for ``msg`` and the model's answer. The streaming worker and
+        ``finsent backtest`` both build documents here, so they score identically.
+
+        Raises ValueError on unusable probabilities (e.g. NaN).
+        """
+        return cls(
+            id=msg.id,
+            published_at=msg.published_at,
+            tickers=tuple(links),
+            label=label,
+            probs=probs,
+            score=max(-1.0, min(1.0, score_from_probs(probs))),
+            exit_layer=exit_layer,
+            model_version=model_version,
+            ingested_at=ingested_at,
+            scored_at=scored_at,
+            truncated=truncated or "text_truncated" in msg.notes,
+            source=msg.source,
+            kind=msg.kind,
+            text=msg.text,
+        )
+
+    @classmethod
     def from_json(cls, raw: bytes | str) -> ScoredDocument:
         d = _obj(raw, "ScoredDocument")
         try:
@@ -505,12 +558,32 @@ class TickerScore:
         return {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
 
     @classmethod
+    def from_fields(cls, mapping: Mapping[str | bytes, str | bytes | float]) -> TickerScore:
+        """Read a flat field -> value mapping whose values may be strings or bytes, such as the
+        Redis hash ``finsent:ticker:{SYMBOL}`` (``HGETALL``); unknown fields are ignored."""
+        d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in mapping.items()}
+        try:
+            return cls(**{f: _TICKER_SCORE_TYPES[f](_text(d[f])) for f in cls.__slots__})  # type: ignore[attr-defined]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"TickerScore: {e!r}") from None
+
+    @classmethod
     def from_json(cls, raw: bytes | str) -> TickerScore:
         d = _obj(raw, "TickerScore")
         try:
             return cls(**{f: d[f] for f in cls.__slots__})  # type: ignore[attr-defined]
         except (KeyError, TypeError) as e:
             raise ValueError(f"TickerScore: {e!r}") from None
+
+
+def _text(v: str | bytes | float) -> str | float:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+# field -> constructor, from the annotations (strings under ``from __future__ import annotations``)
+_TICKER_SCORE_TYPES: Final[dict[str, type]] = {
+    f.name: {"str": str, "int": int, "float": float}[f.type] for f in fields(TickerScore)  # type: ignore[index]
+}
 
 
 @dataclass(frozen=True, slots=True)

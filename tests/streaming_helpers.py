@@ -1,14 +1,25 @@
-"""Helpers shared by the streaming tests (test_sinks.py, test_worker.py): read topics, build docs."""
+"""Helpers shared by the streaming tests (test_sinks.py, test_worker.py, test_reliability.py) and
+bench/reliability.py: build and send inputs, start workers, read topics, build docs."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.structs import RecordMetadata
 
 from pipeline.schemas import ScoredDocument, TickerLink
+from pipeline.settings import Settings
 from pipeline.sinks import EFFECT_HEADER
+
+ROOT = Path(__file__).resolve().parents[1]
 
 T0 = 1_710_424_800_000  # 2024-03-14T14:00:00Z
 
@@ -21,6 +32,7 @@ class Record:
     key: bytes | None
     value: bytes
     effect_id: str | None
+    timestamp: int = 0  # the record's Kafka timestamp, epoch ms
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[Record]:
@@ -50,7 +62,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
                 for r in records:
                     effect = dict(r.headers or ()).get(EFFECT_HEADER)
                     out.append(Record(r.topic, r.partition, r.offset, r.key, r.value,
-                                      effect.decode() if effect else None))  # fmt: skip
+                                      effect.decode() if effect else None, r.timestamp))  # fmt: skip
             for tp in list(todo):
                 high = consumer.highwater(tp)
                 if high is not None and await consumer.position(tp) >= high:
@@ -103,3 +115,106 @@ def scored_doc(
         scored_at=t,
         text=text if text is not None else f"text of {doc_id}",
     )
+
+
+# ---------------------------------------------------------------------------- inputs
+
+SYMBOLS = ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "JPM", "XOM", "META")
+PHRASES = (
+    "beats revenue estimates and raises full-year guidance",
+    "shares slump after the company cuts its outlook",
+    "to present at an industry conference next week",
+    "recalls vehicles over a faulty brake sensor",
+    "announces a $10 billion share buyback",
+    "misses on earnings as margins shrink",
+)
+# (malformed payload, the reason the worker must give)
+MALFORMED: tuple[tuple[bytes, str], ...] = (
+    (b"not json at all", "not_json"),
+    (b"[1, 2, 3]", "not_object"),
+    (b'{"id": "m", "published_at": "2024-03-14T14:00:00Z"}', "missing_field"),
+    (b'{"id": "m", "text": "   ", "published_at": "2024-03-14T14:00:00Z"}', "empty_text"),
+    (b'{"id": "m", "text": "hi", "published_at": "yesterday"}', "bad_timestamp"),
+    (b'{"id": "m", "text": "hi", "published_at": 1710424800}', "too_old"),
+    (b'{"id": 7, "text": "hi", "published_at": "2024-03-14T14:00:00Z"}', "wrong_type"),
+    (b"\xff\xfe{}", "not_utf8"),
+    (b'{"id": "m", "text": "hi", "published_at": "2024-03-14T14:00:00Z", "tickers": "AAPL"}', "bad_tickers"),
+    (b'{"id": "m", "text": "hi", "published_at": "2999-01-01T00:00:00Z"}', "future_timestamp"),
+)
+
+
+def valid_message(i: int, tag: str, *, t0: int = T0, spacing_ms: int = 1000) -> tuple[str, bytes]:
+    """(kind, JSON) of the i-th valid input: a mix of cashtags, exchange prefixes, feed tickers,
+    several tickers and none; event time ``t0 + i * spacing_ms``."""
+    sym, other = SYMBOLS[i % len(SYMBOLS)], SYMBOLS[(i * 3 + 1) % len(SYMBOLS)]
+    phrase = PHRASES[i % len(PHRASES)]
+    style = i % 5
+    text = {
+        0: f"${sym} {phrase}",
+        1: f"NASDAQ:{sym} {phrase}; ${other} also moves",
+        2: f"Company {phrase}",  # feed tickers only
+        3: f"Markets: {phrase} (no ticker) #{i}",
+        4: f"${sym} and ${other}: {phrase}",
+    }[style]
+    kind = "tweet" if i % 2 else "news"
+    msg: dict[str, object] = {"id": f"{tag}-{i:06d}", "text": text, "published_at": t0 + i * spacing_ms, "kind": kind}
+    if style == 2:
+        msg["tickers"] = [sym]
+    return kind, orjson.dumps(msg)
+
+
+async def produce(
+    settings: Settings,
+    messages: Sequence[tuple[str, bytes | None]],
+    *,
+    keys: Sequence[bytes | None] | None = None,
+    max_request_size: int = 1_048_576,
+) -> list[RecordMetadata]:
+    """Send ``(kind, value)`` messages (kind ``tweet`` -> the tweets topic, else news) in order;
+    returns each record's metadata (partition, offset) once all are acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, enable_idempotence=False, acks="all",
+                                max_request_size=max_request_size, linger_ms=5)  # fmt: skip
+    await producer.start()
+    try:
+        news, tweets = settings.topic(settings.news_topic), settings.topic(settings.tweets_topic)
+        futures = []
+        for i, (kind, value) in enumerate(messages):
+            key = keys[i] if keys is not None else None
+            futures.append(await producer.send(tweets if kind == "tweet" else news, value, key=key))
+        return list(await asyncio.gather(*futures))
+    finally:
+        await producer.stop()
+
+
+# ---------------------------------------------------------------------------- worker processes
+
+
+def spawn_worker(
+    s: Settings,
+    log_path: Path,
+    *,
+    model_dir: str | Path | None = None,
+    rule: str | None = None,
+    session_timeout_ms: int = 6000,
+    metrics_port: int = 0,
+) -> subprocess.Popen[bytes]:
+    """``finsent worker`` as a child process with ``s``'s Kafka/Redis/namespace/group/batch,
+    appending its log to ``log_path``; the child gets SIGTERM if this process dies."""
+    from pipeline.infra import _pdeathsig_preexec
+
+    env = {**os.environ, "FINSENT_LATENESS_S": str(s.lateness_s), "FINSENT_PARTITIONS": str(s.partitions)}
+    cmd = [
+        sys.executable, "-m", "pipeline.cli", "worker",
+        "--bootstrap", s.bootstrap, "--redis-url", s.redis_url, "--namespace", s.namespace,
+        "--group-id", s.group_id, "--max-batch", str(s.max_batch), "--metrics-port", str(metrics_port),
+        "--session-timeout-ms", str(session_timeout_ms),
+    ]  # fmt: skip
+    if model_dir:
+        cmd += ["--model", str(model_dir)]
+    if rule:
+        cmd += ["--rule", rule]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT,
+            preexec_fn=_pdeathsig_preexec(),  # noqa: PLW1509 - only a prctl call
+        )  # fmt: skip

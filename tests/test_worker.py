@@ -15,7 +15,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,8 +24,16 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from aiokafka import AIOKafkaProducer
-from streaming_helpers import T0, Record, high_watermarks, read_topic
+from streaming_helpers import (
+    MALFORMED,
+    SYMBOLS,
+    Record,
+    high_watermarks,
+    produce,
+    read_topic,
+    spawn_worker,
+    valid_message,
+)
 
 from pipeline.aggregate import recompute, recompute_states
 from pipeline.infra import EmbeddedBroker, create_topics, delete_keys_with_prefix
@@ -37,61 +44,6 @@ from pipeline.sinks import Keys
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MODEL_DIR = os.environ.get("FINSENT_TEST_MODEL_DIR") or None
-SYMBOLS = ("AAPL", "MSFT", "NVDA", "TSLA", "AMZN", "JPM", "XOM", "META")
-PHRASES = (
-    "beats revenue estimates and raises full-year guidance",
-    "shares slump after the company cuts its outlook",
-    "to present at an industry conference next week",
-    "recalls vehicles over a faulty brake sensor",
-    "announces a $10 billion share buyback",
-    "misses on earnings as margins shrink",
-)
-# (malformed payload, the reason the worker must give) -- cycled to make 5% of the stream
-MALFORMED: tuple[tuple[bytes, str], ...] = (
-    (b"not json at all", "not_json"),
-    (b"[1, 2, 3]", "not_object"),
-    (b'{"id": "m", "published_at": "2024-03-14T14:00:00Z"}', "missing_field"),
-    (b'{"id": "m", "text": "   ", "published_at": "2024-03-14T14:00:00Z"}', "empty_text"),
-    (b'{"id": "m", "text": "hi", "published_at": "yesterday"}', "bad_timestamp"),
-    (b'{"id": "m", "text": "hi", "published_at": 1710424800}', "too_old"),
-    (b'{"id": 7, "text": "hi", "published_at": "2024-03-14T14:00:00Z"}', "wrong_type"),
-    (b"\xff\xfe{}", "not_utf8"),
-    (b'{"id": "m", "text": "hi", "published_at": "2024-03-14T14:00:00Z", "tickers": "AAPL"}', "bad_tickers"),
-    (b'{"id": "m", "text": "hi", "published_at": "2999-01-01T00:00:00Z"}', "future_timestamp"),
-)
-
-
-def valid_message(i: int, tag: str) -> tuple[str, bytes]:
-    """(kind, JSON) of the i-th valid input: a mix of cashtags, exchange prefixes, feed tickers,
-    several tickers and none; event times within ~17 minutes (nothing is late)."""
-    sym, other = SYMBOLS[i % len(SYMBOLS)], SYMBOLS[(i * 3 + 1) % len(SYMBOLS)]
-    phrase = PHRASES[i % len(PHRASES)]
-    style = i % 5
-    text = {
-        0: f"${sym} {phrase}",
-        1: f"NASDAQ:{sym} {phrase}; ${other} also moves",
-        2: f"Company {phrase}",  # feed tickers only
-        3: f"Markets: {phrase} (no ticker) #{i}",
-        4: f"${sym} and ${other}: {phrase}",
-    }[style]
-    kind = "tweet" if i % 2 else "news"
-    msg = {"id": f"{tag}-{i:05d}", "text": text, "published_at": T0 + i * 1000, "kind": kind}
-    if style == 2:
-        msg["tickers"] = [sym]
-    return kind, orjson.dumps(msg)
-
-
-async def produce(settings: Settings, messages: list[tuple[str, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, enable_idempotence=False, acks="all")
-    await producer.start()
-    try:
-        news, tweets = settings.topic(settings.news_topic), settings.topic(settings.tweets_topic)
-        futures = [await producer.send(tweets if kind == "tweet" else news, value) for kind, value in messages]
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
 @dataclass
 class Outputs:
     documents: list[Record]
@@ -327,20 +279,6 @@ N_KILL_FIRST = 400  # sent before the first worker starts
 N_KILL_SECOND = 150  # sent while the worker is dead
 
 
-def _spawn_worker(s: Settings, log_path: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "FINSENT_LATENESS_S": str(s.lateness_s)}
-    if MODEL_DIR:
-        env["FINSENT_MODEL_DIR"] = MODEL_DIR
-    cmd = [
-        sys.executable, "-m", "pipeline.cli", "worker",
-        "--bootstrap", s.bootstrap, "--redis-url", s.redis_url, "--namespace", s.namespace,
-        "--group-id", s.group_id, "--max-batch", str(s.max_batch), "--metrics-port", "0",
-        "--session-timeout-ms", "6000",
-    ]  # fmt: skip
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=Path(__file__).parents[1])
-
-
 def _wait(cond, timeout: float, what: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not cond():
@@ -366,7 +304,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(
     log_path = tmp_path / "worker.log"
     applied = lambda: int(r.get(keys.applied) or 0)
 
-    proc = _spawn_worker(s, log_path)
+    proc = spawn_worker(s, log_path, model_dir=MODEL_DIR)
     try:
         _wait(lambda: applied() >= 120, 90, "the first documents", proc, log_path)
         proc.send_signal(signal.SIGKILL)  # mid-stream: scripts, produces and commits all in flight
@@ -375,7 +313,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(
         assert killed_at < N_KILL_FIRST, "killed too late to test anything"
         asyncio.run(produce(s, second))
 
-        proc = _spawn_worker(s, log_path)  # same group: rejoins once the dead member's session expires
+        proc = spawn_worker(s, log_path, model_dir=MODEL_DIR)  # same group: rejoins once the dead member's session expires
         total = N_KILL_FIRST + N_KILL_SECOND
         _wait(lambda: applied() >= total, 120, "all documents after the restart", proc, log_path)
         # applied is the Redis commit point; wait for the outboxes to drain into Kafka as well

@@ -75,7 +75,6 @@ from pipeline.schemas import (
     ScoredDocument,
     TickerLink,
     parse_input,
-    score_from_probs,
 )
 from pipeline.settings import Settings
 from pipeline.sinks import (
@@ -535,12 +534,20 @@ class Worker:
         self._apply_q.put_nowait(_Job(part, offset, Rejected(dl), ingested_at))
 
     async def _batch_loop(self) -> None:
+        # Batches are scored concurrently, but each hands its documents to the aggregator only
+        # after the batch before it did: the engine may finish a later batch first, and applying
+        # in fetch (event-time) order is what makes the aggregates reproducible by
+        # `finsent backtest` on the same input.
+        handed: asyncio.Future[None] | None = None
         while True:
             batch = await self.batcher.get()
             await self._batch_slots.acquire()
-            task = asyncio.create_task(self._score(batch), name="score")
+            previous, handed = handed, asyncio.get_running_loop().create_future()
+            task = asyncio.create_task(self._score(batch, previous), name="score")
             self._score_tasks.add(task)
             task.add_done_callback(self._score_done)
+            # also when the task fails or is cancelled: the batches after it must not hang
+            task.add_done_callback(lambda _, h=handed: h.done() or h.set_result(None))
 
     def _score_done(self, task: asyncio.Task[None]) -> None:
         self._score_tasks.discard(task)
@@ -548,7 +555,7 @@ class Worker:
         if not task.cancelled() and (exc := task.exception()) is not None:
             self._fatal(exc, "scoring")
 
-    async def _score(self, batch: list[_Msg]) -> None:
+    async def _score(self, batch: list[_Msg], previous: asyncio.Future[None] | None) -> None:
         assert self.engine is not None
         t0 = time.perf_counter()
         preds = await self.engine.predict([m.msg.text for m in batch])
@@ -557,27 +564,17 @@ class Worker:
         now = self.clock()
         labels = self.engine.model.labels
         version = self.engine.model.config.version
+        if previous is not None:
+            await previous
         for m, p in zip(batch, preds, strict=True):
             metrics.EXIT_LAYER.observe(p.exit_layer)
             tp = m.part.tp
-            probs = dict(zip(labels, p.probs, strict=True))
             try:
-                doc = ScoredDocument(
-                    id=m.msg.id,
-                    published_at=m.msg.published_at,
-                    tickers=tuple(m.links),
-                    label=p.label,
-                    probs=probs,
-                    score=max(-1.0, min(1.0, score_from_probs(probs))),
-                    exit_layer=p.exit_layer,
-                    model_version=version,
-                    ingested_at=m.ingested_at,
-                    scored_at=now,
-                    truncated=p.truncated or "text_truncated" in m.msg.notes,
-                    source=m.msg.source,
-                    kind=m.msg.kind,
-                    text=m.msg.text,
-                )
+                doc = ScoredDocument.from_prediction(
+                    m.msg, m.links, label=p.label, probs=dict(zip(labels, p.probs, strict=True)),
+                    exit_layer=p.exit_layer, truncated=p.truncated, model_version=version,
+                    ingested_at=m.ingested_at, scored_at=now,
+                )  # fmt: skip
             except ValueError as exc:  # e.g. NaN probabilities: never let them reach the aggregates
                 self._reject(m.part, m.offset, m.raw, "internal", f"scoring: {exc}", now, m.ingested_at, m.msg.id)
                 continue

@@ -757,11 +757,25 @@ class Applier:
     async def _round(self, todo: list[tuple[int, Work]], results: list[Outcome | None]) -> list[tuple[int, Work]]:
         """One script call over ``todo``; returns the items to try again."""
         now = self.clock()
+        # One item per document id per call. A re-sent copy prepared behind its original finds
+        # the original's events in the cache and carries no ticker updates; had the original then
+        # failed (a conflict), the script would commit the copy with its tickers missing. So a
+        # copy waits for its original's outcome.
+        items: list[tuple[int, Work]] = []
+        copies: list[tuple[int, Scored]] = []
+        first_of: dict[str, int] = {}  # doc id -> index of its first item in items
+        for i, w in todo:
+            if isinstance(w, Scored):
+                if w.doc.id in first_of:
+                    copies.append((i, w))
+                    continue
+                first_of[w.doc.id] = len(items)
+            items.append((i, w))
         args: list[Any] = [self.keys.prefix, self.history_len, self.doc_ttl_s, len(_TICKER_FIELDS), *_TICKER_FIELDS]
-        args.append(len(todo))
+        args.append(len(items))
         prepared: list[Outcome] = []
         touched: set[str] = set()
-        for _, w in todo:
+        for _, w in items:
             if isinstance(w, Scored):
                 outcome, item_args = self._prepare_doc(w, now)
                 touched.update(u.symbol for u in outcome.updates)
@@ -779,14 +793,16 @@ class Applier:
             metrics.RETRIES.labels("redis apply").inc()
             for s in touched:
                 self.agg.tickers.pop(s, None)
-            streams = {self._stream(w) for _, w in todo}
+            streams = {self._stream(w) for _, w in items}
             await asyncio.sleep(0.1)
             await retry(lambda: self.publisher.recover(streams), "outbox recovery after a failed apply")
             return todo
 
         again: list[tuple[int, Work]] = []
-        for (i, w), outcome, reply in zip(todo, prepared, replies, strict=True):
+        statuses: list[str] = []
+        for (i, w), outcome, reply in zip(items, prepared, replies, strict=True):
             status = reply[0].decode()
+            statuses.append(status)
             if status == "ok":
                 for e, entry_id in zip(outcome.entries, reply[1:], strict=True):
                     e.entry_id = entry_id.decode()
@@ -811,7 +827,15 @@ class Applier:
                 again.append((i, Rejected(dl)))
             else:
                 raise RuntimeError(f"apply script returned {status!r} for {w!r}")
-        return again
+        for i, w in copies:
+            k = first_of[w.doc.id]
+            first = items[k][1]
+            assert isinstance(first, Scored)
+            if statuses[k] in ("ok", "dup") and w.text_hash == first.text_hash:
+                results[i] = Outcome("duplicate", doc=w.doc)
+            else:  # decided next round, against the stored doc key
+                again.append((i, w))
+        return sorted(again, key=lambda x: x[0])
 
     def _stream(self, w: Work) -> str:
         if isinstance(w, Scored):

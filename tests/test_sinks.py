@@ -146,6 +146,29 @@ async def test_same_id_other_text_is_dead_lettered_once(env: Env) -> None:
     assert DeadLetter.from_json(dlq[0].value).reason == "duplicate_id"
 
 
+async def test_a_resent_copy_in_the_same_call_never_commits_without_its_tickers(env: Env) -> None:
+    # Regression (found by bench/reliability.py): a copy prepared behind its original carried no
+    # ticker updates (the cache already held the original's events). When the original then
+    # failed in the script -- here a conflict, because an imposter earlier in the call tainted
+    # MSFT -- the copy committed the document with no ticker updates at all.
+    applier = env.applier()
+    await env.publish(await applier.apply([env.scored(scored_doc("y", T0, ("AAPL",)))]))
+    imposter = env.scored(scored_doc("y", T0 + 1, ("MSFT",), text="another story"))
+    x = scored_doc("x", T0 + 2, ("MSFT", "AAPL"))
+    outcomes = await applier.apply([imposter, env.scored(x), env.scored(x)])
+    assert [o.status for o in outcomes] == ["dead_lettered", "applied", "duplicate"]
+    assert [u.symbol for u in outcomes[1].updates] == ["MSFT", "AAPL"]
+    await env.publish(outcomes)
+    assert int(await env.redis.get(env.keys.applied)) == 2
+    want = recompute_states([scored_doc("y", T0, ("AAPL",)), x], half_life_s=3600.0, lateness_s=3600.0)
+    for sym in ("AAPL", "MSFT"):
+        members = await env.redis.zrange(env.keys.events(sym), 0, -1)
+        assert [m.decode().split("|", 1)[1] for m in members] == [e[1] for e in want[sym].events]
+        assert int(await env.redis.hget(env.keys.state(sym), "seq")) == want[sym].seq
+    scores = await read_topic(env.bootstrap, env.scores)
+    assert sorted(s.effect_id for s in scores) == ["score:AAPL:1", "score:AAPL:2", "score:MSFT:1"]
+
+
 async def test_parse_failures_are_dead_lettered_once(env: Env) -> None:
     applier = env.applier()
     dl = DeadLetter.from_error(b"\xff not json", "not_utf8", "bad bytes", "news.raw", 3, 17, failed_at=T0)

@@ -1,7 +1,9 @@
 """Word-level NER data in CoNLL form: ``token<TAB>tag`` per line, a blank line between sentences.
 
-Tags are BIO over the entity types of FiNER-ORD (PER, LOC, ORG). Errors name the file and line,
-as in ``models.datasets``, so a bad row in a 100,000-line file is found at once.
+Tags are BIO over the entity types of FiNER-ORD (PER, LOC, ORG). A training file may also use
+:data:`IGNORE_TAG` for a token whose label is unknown (silver data, ``models.silver``): it is
+excluded from the loss. Errors name the file and line, as in ``models.datasets``, so a bad row in
+a 100,000-line file is found at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from pathlib import Path
 from models.datasets import DataError
 
 BIO_LABELS: tuple[str, ...] = ("O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG")
+#: "no label": the token is excluded from the training loss (never valid in an evaluation file).
+IGNORE_TAG = "-"
+#: A generated CoNLL file ``X`` may have a sidecar ``X.meta.json`` (sources, licence, statistics).
+META_SUFFIX = ".meta.json"
 
 
 @dataclass
@@ -23,10 +29,14 @@ class TaggedSentence:
         return len(self.tokens)
 
 
-def read_conll(path: str | Path, labels: tuple[str, ...] | list[str] = BIO_LABELS) -> list[TaggedSentence]:
-    """Read sentences; ``-DOCSTART-`` lines are skipped. Raises DataError naming the first bad line."""
+def read_conll(path: str | Path, labels: tuple[str, ...] | list[str] = BIO_LABELS,
+               allow_ignore: bool = False) -> list[TaggedSentence]:
+    """Read sentences; ``-DOCSTART-`` lines are skipped. Raises DataError naming the first bad line.
+
+    ``allow_ignore``: accept :data:`IGNORE_TAG` (training data only).
+    """
     path = Path(path)
-    known = set(labels)
+    known = [*labels, IGNORE_TAG] if allow_ignore else list(labels)
     sentences: list[TaggedSentence] = []
     tokens: list[str] = []
     tags: list[str] = []
@@ -47,7 +57,7 @@ def read_conll(path: str | Path, labels: tuple[str, ...] | list[str] = BIO_LABEL
             if not token.strip():
                 raise DataError(f"{path}:{number}: empty token")
             if tag not in known:
-                raise DataError(f"{path}:{number}: unknown tag {tag!r}; expected one of {list(labels)}")
+                raise DataError(f"{path}:{number}: unknown tag {tag!r}; expected one of {known}")
             tokens.append(token)
             tags.append(tag)
     if tokens:

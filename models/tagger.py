@@ -33,7 +33,7 @@ from transformers import PreTrainedTokenizerBase
 
 from models.artifact import attach_adapter, load_heads, read_config, save_artifact
 from models.backbone import DEFAULT_BACKBONE, Backbone, additive_mask, load_tokenizer
-from models.conll import BIO_LABELS
+from models.conll import BIO_LABELS, IGNORE_TAG
 from models.spans import bio_spans
 from models.tokee import Cost, active_bert_layer, halting_step, layer_macs, normalized_entropy
 
@@ -274,12 +274,15 @@ class TokenTagger(nn.Module):
             words += pieces
             if word_tags is not None and tags is not None:
                 tag = tags[i]
-                inner = "O" if tag == "O" else "I-" + tag[2:]
+                inner = tag if tag in ("O", IGNORE_TAG) else "I-" + tag[2:]
                 word_tags += [tag] + [inner] * (len(pieces) - 1)
         return words, word_tags, first
 
     def encode_words(self, words: Sequence[str], tags: Sequence[str] | None = None) -> Encoded:
-        """Pre-split words (and their BIO tags) -> Encoded, truncated to ``max_length`` subwords."""
+        """Pre-split words (and their BIO tags) -> Encoded, truncated to ``max_length`` subwords.
+
+        A word tagged ``IGNORE_TAG`` (silver data: label unknown) gets no label (-100).
+        """
         tok = self._require_tokenizer()
         enc = tok(list(words), is_split_into_words=True, truncation=True, max_length=self.config.max_length)
         word_ids = enc.word_ids()
@@ -289,7 +292,7 @@ class TokenTagger(nn.Module):
             index = {name: i for i, name in enumerate(self.labels)}
             labels = [IGNORE] * len(word_ids)
             for w, p in enumerate(pos):
-                if p >= 0:
+                if p >= 0 and tags[w] != IGNORE_TAG:
                     labels[p] = index[tags[w]]
         return Encoded(enc["input_ids"], self._units(word_ids), pos, labels)
 

@@ -31,16 +31,18 @@ import copy
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from models.conll import TaggedSentence, read_conll
+from models.conll import IGNORE_TAG, META_SUFFIX, TaggedSentence, read_conll
 from models.evaluate_tagger import PreparedSet, cheapest_within, evaluate_tagger, run_setting
 from models.tagger import IGNORE, Encoded, TaggerBatch, TokenTagger
 from models.tokee import SENTENCE
@@ -230,26 +232,39 @@ def train_tagger(model: TokenTagger, train_sents: list[TaggedSentence], dev_sent
             "train_seconds": round(time.time() - t0, 1)}
 
 
-def train_tagger_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TaggerTrainConfig,
-                      base: str, max_length: int, progress: bool = True) -> dict[str, Any]:
-    """``finsent train-tagger``: read CoNLL, train both stages, save the artifact; returns the summary."""
-    train_sents = read_conll(data_path)
+def data_license(path: Path) -> str | None:
+    """The licence a training file carries: FiNER-ORD by name, a silver file by its sidecar."""
+    meta = Path(str(path) + META_SUFFIX)
+    if meta.is_file():
+        return str(orjson.loads(meta.read_bytes()).get("license") or "") or None
+    return FINER_LICENSE if "finer" in str(path).lower() else None
+
+
+def train_tagger_main(data_path: Path | Sequence[Path], out: Path, valid_path: Path | None,
+                      cfg: TaggerTrainConfig, base: str, max_length: int, progress: bool = True) -> dict[str, Any]:
+    """``finsent train-tagger``: read CoNLL (one or several files, concatenated; silver files may
+    hold ignore tags), train both stages, save the artifact; returns the summary."""
+    paths = [Path(data_path)] if isinstance(data_path, (str, Path)) else [Path(p) for p in data_path]
+    train_sents = [s for p in paths for s in read_conll(p, allow_ignore=True)]
     if valid_path is not None:
         dev_sents = read_conll(valid_path)
         dev_source = str(valid_path)
-    else:
+    else:  # scored sentences need gold tags everywhere: silver sentences with ignore tags stay in train
         idx = np.random.default_rng(cfg.seed).permutation(len(train_sents)).tolist()
-        cut = max(1, len(idx) // 10)
-        dev_sents = [train_sents[i] for i in sorted(idx[:cut])]
-        train_sents = [train_sents[i] for i in sorted(idx[cut:])]
+        clean = [i for i in idx if IGNORE_TAG not in train_sents[i].tags]
+        if not clean:
+            raise ValueError("every training sentence has ignore tags: give a --valid file")
+        held = set(clean[: max(1, len(idx) // 10)])
+        dev_sents = [train_sents[i] for i in sorted(held)]
+        train_sents = [s for i, s in enumerate(train_sents) if i not in held]
         dev_source = "10% of train (seeded)"
     model = TokenTagger.from_backbone(base, max_length=max_length)
     summary = train_tagger(model, train_sents, dev_sents, cfg, progress=progress)
     model.config.version = f"{out.name}-{time.strftime('%Y%m%d')}"
-    if "finer" in str(data_path).lower():
-        model.config.data_license = FINER_LICENSE
+    model.config.data_license = "; ".join(dict.fromkeys(lic for p in paths if (lic := data_license(p))))
     model.config.info = {
-        "train_data": Path(data_path).name, "train_sentences": len(train_sents), "dev_sentences": len(dev_sents),
+        "train_data": [p.name for p in paths] if len(paths) > 1 else paths[0].name,
+        "train_sentences": len(train_sents), "dev_sentences": len(dev_sents),
         "dev_source": Path(dev_source).name if valid_path else dev_source,
         "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"}, **summary,
     }

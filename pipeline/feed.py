@@ -116,11 +116,11 @@ async def produce_feed(
         rate: at most this many messages per second (None: as fast as possible).
         on_progress: called with the number of records handled so far (good or bad).
     """
-    from aiokafka import AIOKafkaProducer
+    from pipeline.connections import kafka_producer
 
     lines = list(read_feed(path))
     news, tweets = settings.topic(settings.news_topic), settings.topic(settings.tweets_topic)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, enable_idempotence=False, acks="all")
+    producer = kafka_producer(settings, enable_idempotence=False, acks="all")
     await producer.start()
     sent: dict[str, int] = {}
     bad: list[tuple[int, str]] = []

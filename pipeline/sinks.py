@@ -23,7 +23,8 @@ document, atomically:
    Kafka records to its **outbox** stream.
 
 A dead letter is an item of the same script, guarded by ``finsent:dlq:{topic}:{partition}:{offset}``
-(SET NX) so a re-delivered bad message is dead-lettered once.
+(holding the message's fingerprint) so a re-delivered bad message is dead-lettered once, while
+another message at the same coordinates -- the topic was recreated -- gets its own.
 
 The outbox
 ----------
@@ -82,7 +83,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, Late, TickerState
+from pipeline.connections import kafka_consumer
 from pipeline.schemas import DeadLetter, ScoredDocument, TickerScore
+from pipeline.settings import Settings
 
 __all__ = [
     "APPLY_LUA",
@@ -276,7 +279,7 @@ class Outcome:
 #:          event_t, event_member, prune_cutoff, history_score, ticker_score_json, field values...
 #:   late symbols (the document was late for them: checked against this call's failures only)
 #:   entries: effect_id, topic, partition, key, value, scan_from
-#: item "L" (dead letter): guard_suffix, stream, one entry
+#: item "L" (dead letter): guard_suffix, stream, message fingerprint, one entry
 #: Returns per item {status, entry ids...}; status: ok | dup | dupid | conflict.
 APPLY_LUA = """
 local P = ARGV[1]
@@ -360,12 +363,16 @@ for it = 1, nitems do
     pos = epos + 6 * ne
   elseif kind == 'L' then
     local stream = ARGV[pos + 2]
-    if redis.call('SET', P .. ARGV[pos + 1], '1', 'NX', 'EX', ttl) then
-      out[it] = {'ok', xadd(stream, pos + 3)}
-    else
+    local guard = P .. ARGV[pos + 1]
+    local seen = redis.call('GET', guard)
+    -- '1': a guard written before guards held the message's fingerprint
+    if seen == ARGV[pos + 3] or seen == '1' then
       out[it] = {'dup'}
+    else
+      redis.call('SET', guard, ARGV[pos + 3], 'EX', ttl)
+      out[it] = {'ok', xadd(stream, pos + 4)}
     end
-    pos = pos + 9
+    pos = pos + 10
   else
     return redis.error_reply('finsent apply: unknown item kind ' .. tostring(kind))
   end
@@ -387,7 +394,8 @@ class OutboxPublisher:
     Args:
         producer: a started producer (``enable_idempotence=False`` on Tansu).
         redis: asyncio Redis client.
-        bootstrap: Kafka bootstrap servers, for the scanning consumer.
+        kafka: the settings (connection and security) of the scanning consumer, or a bare
+            bootstrap string for an unsecured broker.
         output_topics: every topic entries may target (partition counts are read at start).
     """
 
@@ -395,12 +403,12 @@ class OutboxPublisher:
         self,
         producer: AIOKafkaProducer,
         redis: aioredis.Redis,
-        bootstrap: str,
+        kafka: Settings | str,
         output_topics: Iterable[str],
     ) -> None:
         self.producer = producer
         self.redis = redis
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.output_topics = list(dict.fromkeys(output_topics))
         self.partitions: dict[str, int] = {}
         #: per output partition, an offset <= its current end (refreshed from acks)
@@ -411,8 +419,8 @@ class OutboxPublisher:
 
     async def start(self) -> None:
         """Learn partition counts and end offsets of the output topics."""
-        self._scanner = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+        self._scanner = kafka_consumer(
+            self.kafka,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=_SCAN_POLL_MS,
@@ -894,7 +902,12 @@ class Applier:
         stream = self.keys.outbox(dl.topic or "", dl.partition or 0)
         entry = self._dead_letter_entry(stream, dl)
         guard = self.keys.dlq_guard_suffix(dl.topic or "", dl.partition or 0, dl.offset or 0)
-        return Outcome("dead_lettered", entries=[entry], dead_letter=dl), ["L", guard, stream, *entry.fields()]
+        # The guard holds the message's fingerprint: a re-delivery is the same message, while
+        # another message at the same coordinates (a recreated topic, a broker that lost its
+        # log) still gets its dead letter.
+        fingerprint = text_hash(f"{dl.raw_size}:{dl.raw_b64}")
+        args = ["L", guard, stream, fingerprint, *entry.fields()]
+        return Outcome("dead_lettered", entries=[entry], dead_letter=dl), args
 
 
 def _parse_event(member: bytes, score: float) -> list[Any]:

@@ -65,6 +65,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pipeline import metrics
 from pipeline.aggregate import Aggregator
 from pipeline.batcher import MicroBatcher
+from pipeline.connections import kafka_consumer, kafka_producer, redis_client
 from pipeline.infra import create_topics
 from pipeline.linking import link
 from pipeline.offsets import OffsetTracker, PartitionOffsets
@@ -292,17 +293,15 @@ class Worker:
     async def _start(self) -> None:
         s = self.settings
         metrics.serve(s.metrics_port)
-        self._redis = aioredis.Redis.from_url(s.redis_url)
+        self._redis = redis_client(s)
         await retry(self._redis.ping, f"Redis ping {_loggable(s.redis_url)}")
         all_topics = [*self.input_topics, self.documents_topic, self.scores_topic, self.dlq_topic]
         if self.create_missing_topics:
-            await retry(lambda: create_topics(s.bootstrap, all_topics, s.partitions), "create topics")
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap, enable_idempotence=False, acks="all", linger_ms=2
-        )
+            await retry(lambda: create_topics(s, all_topics, s.partitions), "create topics")
+        self._producer = kafka_producer(s, enable_idempotence=False, acks="all", linger_ms=2)
         await retry(self._producer.start, f"Kafka producer start ({s.bootstrap})")
         self._publisher = OutboxPublisher(
-            self._producer, self._redis, s.bootstrap, [self.documents_topic, self.scores_topic, self.dlq_topic]
+            self._producer, self._redis, s, [self.documents_topic, self.scores_topic, self.dlq_topic]
         )
         await self._publisher.start()
         self._applier = Applier(
@@ -324,8 +323,8 @@ class Worker:
         self.engine.start()
         # The linker builds its tables on first use; do that here, not on the event loop later.
         await asyncio.to_thread(link, InputMessage(id="warm-up", text="$SPY warm-up", published_at=0))
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap,
+        self._consumer = kafka_consumer(
+            s,
             group_id=s.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

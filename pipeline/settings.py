@@ -28,7 +28,8 @@ def redact_url(url: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FINSENT_", extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print the inputs, passwords included
+    model_config = SettingsConfigDict(env_prefix="FINSENT_", extra="ignore", hide_input_in_errors=True)
 
     # --- Kafka
     bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")

@@ -76,8 +76,11 @@ from typing import Any, Literal, TypeVar
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import errors as kafka_errors
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from redis.exceptions import AuthenticationError as RedisAuthenticationError
+from redis.exceptions import AuthorizationError as RedisAuthorizationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -89,6 +92,7 @@ from pipeline.settings import Settings
 
 __all__ = [
     "APPLY_LUA",
+    "CREDENTIAL_ERRORS",
     "EFFECT_HEADER",
     "TRANSIENT_ERRORS",
     "Applier",
@@ -111,6 +115,15 @@ DEFAULT_DOC_TTL_S = 30 * 86_400
 #: Errors worth retrying: the server is unreachable or slow, not wrong.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     RedisConnectionError, RedisTimeoutError, KafkaError, OSError, asyncio.TimeoutError,
+)  # fmt: skip
+#: Subclasses of those that no retry can fix: wrong credentials or missing ACLs. They stop the
+#: process at once, so a misconfigured deployment crash-loops visibly instead of retrying forever.
+CREDENTIAL_ERRORS: tuple[type[BaseException], ...] = (
+    RedisAuthenticationError, RedisAuthorizationError, kafka_errors.AuthenticationFailedError,
+    kafka_errors.AuthenticationMethodNotSupported, kafka_errors.SaslAuthenticationFailed,
+    kafka_errors.UnsupportedSaslMechanismError, kafka_errors.IllegalSaslStateError,
+    kafka_errors.TopicAuthorizationFailedError, kafka_errors.GroupAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
 )  # fmt: skip
 # Conflicts come from other workers writing the same tickers; each retry reloads and makes
 # progress, so hitting this bound means a bug, not contention.
@@ -137,13 +150,16 @@ async def retry(
     max_attempts: int | None = None,
 ) -> _T:
     """Run ``op`` until it succeeds, sleeping with capped exponential backoff (and jitter)
-    after each transient error (:data:`TRANSIENT_ERRORS`); other errors propagate at once.
-    Logs the first failure and every tenth; logs the recovery."""
+    after each transient error (:data:`TRANSIENT_ERRORS`); other errors, and
+    :data:`CREDENTIAL_ERRORS`, propagate at once. Logs the first failure and every tenth; logs
+    the recovery."""
     delay = first_delay
     attempt = 0
     while True:
         try:
             result = await op()
+        except CREDENTIAL_ERRORS:
+            raise
         except TRANSIENT_ERRORS as exc:
             attempt += 1
             metrics.RETRIES.labels(what).inc()

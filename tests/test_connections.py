@@ -294,3 +294,30 @@ def test_worker_over_tls_redis_logs_no_secret(
     assert "worker started" in text and secure_redis.url in text
     for secret in (secure_redis.password, SASL_PASSWORD):
         assert secret not in text
+
+
+@pytest.mark.integration
+def test_worker_with_wrong_credentials_stops_with_a_clear_error(
+    secure_redis: TlsRedis, broker, ns: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused password is not retried forever: ``finsent worker`` exits 1 at once, says why,
+    and prints no password."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    wrong = "wrong-secret-0b1d"
+    for name, value in {
+        "FINSENT_REDIS_URL": secure_redis.url, "FINSENT_REDIS_USERNAME": secure_redis.username,
+        "FINSENT_REDIS_PASSWORD": wrong, "FINSENT_REDIS_SSL_CAFILE": str(secure_redis.certs.ca),
+        "FINSENT_REDIS_SSL_CERTFILE": str(secure_redis.certs.client_cert),
+        "FINSENT_REDIS_SSL_KEYFILE": str(secure_redis.certs.client_key),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, ["worker", "--bootstrap", broker.bootstrap, "--namespace", ns,
+                                      "--metrics-port", "0"])  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert time.monotonic() - t0 < 30
+    assert "refused the credentials" in result.output
+    assert wrong not in result.output and secure_redis.password not in result.output

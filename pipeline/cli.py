@@ -322,6 +322,9 @@ def worker(
     metrics_port: Annotated[int | None, typer.Option(help="Prometheus port (0 = off)")] = None,
     model: ModelOpt = None,
     rule: RuleOpt = None,
+    tagger: Annotated[str | None, typer.Option(
+        help="settle ambiguous company names with an ORG tagger: 'default' (shipped, research licence) or a "
+             "tagger directory; unset = context-cue rules")] = None,
     session_timeout_ms: Annotated[int, typer.Option(
         help="Kafka session timeout; a restarted worker waits this long for its dead predecessor")] = 10_000,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
@@ -338,7 +341,7 @@ def worker(
     _logging(log_level)
     settings = _settings(bootstrap=bootstrap, redis_url=redis_url, namespace=namespace, group_id=group_id,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, metrics_port=metrics_port,
-                         model_dir=model, exit_rule=rule)
+                         model_dir=model, exit_rule=rule, tagger=tagger)
     try:
         asyncio.run(Worker(settings, session_timeout_ms=session_timeout_ms).run(handle_signals=True))
     except (OSError, ValueError) as exc:  # missing model files, a taken metrics port, bad settings

@@ -1,4 +1,5 @@
-"""Build the model engine from settings: the one place the pipeline reaches into ``models``."""
+"""Build the model engine and the linker's tagger from settings: the one place the pipeline
+reaches into ``models``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from models.elbert import ElbertClassifier
 from models.engine import EarlyExitEngine
 from models.exits import ExitRule, make_rule, parse_rule
+from pipeline.linking import Linker, default_linker
 from pipeline.settings import Settings
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -39,7 +41,20 @@ def build_engine(settings: Settings, model: ElbertClassifier | None = None, **ov
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {settings.dtype!r}")
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {settings.device!r} requested but CUDA is not available")
-    kwargs = dict(max_batch=settings.max_batch, device=settings.device, dtype=DTYPES[settings.dtype],
-                  max_queue=settings.engine_queue)
+    kwargs = {"max_batch": settings.max_batch, "device": settings.device, "dtype": DTYPES[settings.dtype],
+              "max_queue": settings.engine_queue}
     kwargs.update(overrides)
     return EarlyExitEngine(model, exit_rule(settings, model), **kwargs)
+
+
+def build_linker(settings: Settings) -> Linker:
+    """The linker the settings ask for: the default universe, plus the TOKEE ORG tagger when
+    ``settings.tagger`` names one ('default' = the shipped artifact), at its tuned exit setting."""
+    if not settings.tagger:
+        return default_linker()
+    from models.tagger import TokenTagger
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    tagger = TokenTagger.load(None if settings.tagger == "default" else settings.tagger)
+    return Linker(default_linker().universe, tagger.org_spans)

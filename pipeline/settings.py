@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     threads: int | None = Field(None, ge=1, description="CPU threads for inference (default: torch's)")
     quantize: str | None = Field(None, description="'int8' for dynamic int8 quantization on CPU")
     exit_rule: str | None = Field(None, description="exit rule spec, e.g. 'cwb:threshold=0.2,window=2,margin=0.3'")
+    tagger: str | None = Field(
+        None,
+        description="ORG tagger that settles ambiguous company names ('Apple', 'Target') in ticker linking: "
+        "'default' (the shipped TOKEE tagger, research licence), a tagger artifact directory, or unset for "
+        "the context-cue rules",
+    )
     engine_queue: int = Field(4096, ge=1, description="texts waiting in the engine before submitters block")
 
     # --- aggregation

@@ -67,7 +67,7 @@ from pipeline.aggregate import Aggregator
 from pipeline.batcher import MicroBatcher
 from pipeline.connections import kafka_consumer, kafka_producer, redis_client
 from pipeline.infra import create_topics
-from pipeline.linking import link
+from pipeline.linking import Linker, default_linker
 from pipeline.offsets import OffsetTracker, PartitionOffsets
 from pipeline.schemas import (
     DeadLetter,
@@ -195,6 +195,8 @@ class Worker:
         self.settings = settings
         self.engine = engine
         self._own_engine = engine is None
+        # settings.tagger replaces it at start with a tagger-backed linker (pipeline.inference)
+        self.linker: Linker = default_linker()
         self.session_timeout_ms = session_timeout_ms
         self.max_outstanding = max_outstanding or 8 * settings.max_batch
         self.max_inflight_batches = max_inflight_batches
@@ -321,8 +323,12 @@ class Worker:
 
             self.engine = await asyncio.to_thread(build_engine, s)
         self.engine.start()
+        if s.tagger:
+            from pipeline.inference import build_linker
+
+            self.linker = await asyncio.to_thread(build_linker, s)
         # The linker builds its tables on first use; do that here, not on the event loop later.
-        await asyncio.to_thread(link, InputMessage(id="warm-up", text="$SPY warm-up", published_at=0))
+        await asyncio.to_thread(self.linker.link, InputMessage(id="warm-up", text="$SPY warm-up", published_at=0))
         self._consumer = kafka_consumer(
             s,
             group_id=s.group_id,
@@ -505,9 +511,15 @@ class Worker:
             return
         fresh.sort(key=lambda m: m.msg.published_at)  # event-time order across partitions
         stored = await self._applier.seen([(m.msg.id, m.hash) for m in fresh])
+        new = [m for m, h in zip(fresh, stored, strict=True) if h is None]
+        if self.linker.tagger is None:
+            links = [self.linker.link(m.msg) for m in new]
+        else:  # one tagger call for the poll, off the event loop (it runs a model)
+            links = await asyncio.to_thread(self.linker.link_many, [m.msg for m in new])
+        for m, m_links in zip(new, links, strict=True):
+            m.links = m_links
         for m, h in zip(fresh, stored, strict=True):
             if h is None:
-                m.links = link(m.msg)
                 self.batcher.put(m)
             elif h == m.hash:
                 metrics.DUPLICATES.labels("precheck").inc()
@@ -539,8 +551,10 @@ class Worker:
         # `finsent backtest` on the same input.
         handed: asyncio.Future[None] | None = None
         while True:
-            batch = await self.batcher.get()
+            # A slot first, then the batch: while every slot is busy the batcher keeps filling,
+            # so under load the engine gets full batches instead of many max_wait slivers.
             await self._batch_slots.acquire()
+            batch = await self.batcher.get()
             previous, handed = handed, asyncio.get_running_loop().create_future()
             task = asyncio.create_task(self._score(batch, previous), name="score")
             self._score_tasks.add(task)

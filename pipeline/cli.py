@@ -380,6 +380,39 @@ def produce(
     typer.echo(f"sent {sent} in {report.seconds:.1f}s; {len(report.bad)} bad lines skipped")
 
 
+@app.command("create-topics")
+def create_topics_(
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    namespace: Annotated[str | None, typer.Option(help="prefix for topic names")] = None,
+    partitions: Annotated[int | None, typer.Option(
+        help="partitions per topic (default FINSENT_PARTITIONS); bounds how many workers share a topic", min=1)] = None,
+    replication_factor: Annotated[int | None, typer.Option(
+        help="replicas per partition (default FINSENT_REPLICATION_FACTOR; 3 on a production cluster)", min=1)] = None,
+) -> None:
+    """Create the input, output and dead-letter topics (namespaced); topics that exist are kept
+    as they are, partition count included.
+
+    Run once per environment before the workers: docker-compose's topic-init service and the
+    Kubernetes topic-init Job do. Security options come from FINSENT_KAFKA_* like every client.
+    """
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+
+    from pipeline.infra import create_topics
+
+    s = _settings(bootstrap=bootstrap, namespace=namespace, partitions=partitions,
+                  replication_factor=replication_factor)  # fmt: skip
+    names = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
+    try:
+        created = asyncio.run(create_topics(s, names, s.partitions))
+    except (OSError, KafkaError) as exc:
+        _fail(f"{exc!r} (Kafka at {s.bootstrap})", 1)
+    for name in names:
+        typer.echo(f"created {name} ({s.partitions} partitions x {s.replication_factor} replicas)"
+                   if name in created else f"exists  {name} (left as it is)")  # fmt: skip
+
+
 @app.command()
 def demo(
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,

@@ -419,12 +419,13 @@ async def create_topics(
     names: Iterable[str],
     partitions: int = 1,
     *,
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
     timeout_ms: int = 10_000,
 ) -> list[str]:
     """Create Kafka topics with aiokafka's admin client; existing topics are left as they are.
 
-    ``kafka`` is the settings (connection and security) or a bare bootstrap string. Returns
+    ``kafka`` is the settings (connection and security) or a bare bootstrap string;
+    ``replication_factor`` defaults to the settings' (1 for a bare string). Returns
     the names that were newly created. Raises the matching ``aiokafka.errors``
     exception for any other per-topic error. An existing topic keeps its partition count.
     """
@@ -434,6 +435,8 @@ async def create_topics(
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return []
+    if replication_factor is None:
+        replication_factor = 1 if isinstance(kafka, str) else kafka.replication_factor
     admin = kafka_admin(kafka, request_timeout_ms=timeout_ms)
     await admin.start()
     try:
@@ -455,7 +458,7 @@ async def create_topics(
 
 
 def create_topics_sync(
-    kafka: Settings | str, names: Iterable[str], partitions: int = 1, *, replication_factor: int = 1
+    kafka: Settings | str, names: Iterable[str], partitions: int = 1, *, replication_factor: int | None = None
 ) -> list[str]:
     """Blocking :func:`create_topics`, callable from sync code (even inside a running loop)."""
     return _run_sync(create_topics(kafka, list(names), partitions, replication_factor=replication_factor))

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     dlq_topic: str = "finsent.dlq"
     group_id: str = "finsent-worker"
     partitions: int = Field(6, ge=1, description="partitions per topic when finsent creates topics")
+    replication_factor: int = Field(
+        1, ge=1, description="replicas per partition when finsent creates topics (3 on a production cluster)")
     fetch_max_wait_ms: int = Field(
         10, ge=0, description="longest a consumer fetch waits for data (aiokafka's 500 ms default adds latency)")
 

@@ -16,7 +16,7 @@ import csv
 import io
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import orjson
 from pipeline.schemas import ParseError, parse_input
 from pipeline.settings import Settings
 
-__all__ = ["FeedLine", "ProduceReport", "produce_feed", "read_feed"]
+__all__ = ["FeedLine", "ProduceReport", "produce_feed", "read_feed", "send_lines"]
 
 _JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _TICKER_SPLIT = re.compile(r"[;,\s]+")
@@ -41,6 +41,7 @@ class FeedLine:
     doc_id: str | None = None
     kind: str | None = None
     error: str | None = None
+    published_at: int | None = None  # event time, epoch ms (valid lines)
 
 
 def _csv_row_to_json(row: dict[str, str | None]) -> bytes:
@@ -90,7 +91,7 @@ def read_feed(path: Path) -> Iterator[FeedLine]:
         except ParseError as exc:
             yield FeedLine(line_no, None, error=str(exc))
             continue
-        yield FeedLine(line_no, value, doc_id=msg.id, kind=msg.kind)
+        yield FeedLine(line_no, value, doc_id=msg.id, kind=msg.kind, published_at=msg.published_at)
 
 
 @dataclass(slots=True)
@@ -98,6 +99,55 @@ class ProduceReport:
     sent: dict[str, int]
     bad: list[tuple[int, str]]  # (line number, reason)
     seconds: float
+
+
+async def send_lines(
+    settings: Settings,
+    lines: Iterable[FeedLine],
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    due: Callable[[int, FeedLine], float] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ProduceReport:
+    """Send the valid ``lines`` in the order given; bad ones are collected, not sent.
+
+    Args:
+        topic: send everything to this topic (already namespaced) instead of choosing
+            news/tweets by ``kind``.
+        partition: send everything to this partition (default: by the key, the document id).
+        due: seconds after the start at which the i-th record sent (0-based) is due; the sender
+            sleeps until then (against the start time, so slow sends do not compound).
+        on_progress: called with the number of lines handled so far (good or bad).
+    """
+    from pipeline.connections import kafka_producer
+
+    news, tweets = settings.topic(settings.news_topic), settings.topic(settings.tweets_topic)
+    producer = kafka_producer(settings, enable_idempotence=False, acks="all")
+    sent: dict[str, int] = {}
+    bad: list[tuple[int, str]] = []
+    n_sent = 0
+    try:
+        await producer.start()
+        t0 = time.monotonic()
+        futures = []
+        for i, fl in enumerate(lines, 1):
+            if fl.value is None:
+                bad.append((fl.line_no, fl.error or "unreadable"))
+            else:
+                if due is not None and (delay := t0 + due(n_sent, fl) - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+                target = topic or (tweets if fl.kind == "tweet" else news)
+                key = fl.doc_id.encode() if fl.doc_id else None
+                futures.append(await producer.send(target, fl.value, key=key, partition=partition))
+                sent[target] = sent.get(target, 0) + 1
+                n_sent += 1
+            if on_progress is not None:
+                on_progress(i)
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return ProduceReport(sent=sent, bad=bad, seconds=time.monotonic() - t0)
 
 
 async def produce_feed(
@@ -116,33 +166,5 @@ async def produce_feed(
         rate: at most this many messages per second (None: as fast as possible).
         on_progress: called with the number of records handled so far (good or bad).
     """
-    from pipeline.connections import kafka_producer
-
-    lines = list(read_feed(path))
-    news, tweets = settings.topic(settings.news_topic), settings.topic(settings.tweets_topic)
-    producer = kafka_producer(settings, enable_idempotence=False, acks="all")
-    await producer.start()
-    sent: dict[str, int] = {}
-    bad: list[tuple[int, str]] = []
-    t0 = time.monotonic()
-    try:
-        futures = []
-        for i, fl in enumerate(lines, 1):
-            if fl.value is None:
-                bad.append((fl.line_no, fl.error or "unreadable"))
-            else:
-                target = topic or (tweets if fl.kind == "tweet" else news)
-                key = fl.doc_id.encode() if fl.doc_id else None
-                futures.append(await producer.send(target, fl.value, key=key))
-                sent[target] = sent.get(target, 0) + 1
-                if rate:
-                    # pace against the start time, so slow sends do not compound
-                    delay = t0 + sum(sent.values()) / rate - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-            if on_progress is not None:
-                on_progress(i)
-        await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-    return ProduceReport(sent=sent, bad=bad, seconds=time.monotonic() - t0)
+    due = (lambda i, _fl: i / rate) if rate else None
+    return await send_lines(settings, read_feed(path), topic=topic, due=due, on_progress=on_progress)

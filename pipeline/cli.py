@@ -413,6 +413,153 @@ def create_topics_(
                    if name in created else f"exists  {name} (left as it is)")  # fmt: skip
 
 
+def _time(value: str | None, option: str) -> int | None:
+    from pipeline.schemas import epoch_ms
+
+    if value is None:
+        return None
+    try:
+        return epoch_ms(value)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}")
+    return None  # unreachable: _fail exits
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV feed in the input schema", exists=True, dir_okay=False)],
+    speed: Annotated[str, typer.Option(
+        help="event time per wall time: 1x (real time), 10x, 0.5x, or max (no pacing)")] = "1x",
+    start: Annotated[str | None, typer.Option(
+        help="only records with published_at >= this (RFC 3339 with offset, or epoch ms)")] = None,
+    end: Annotated[str | None, typer.Option(help="only records with published_at < this")] = None,
+    topic: Annotated[str | None, typer.Option(
+        help="send everything to this topic, full name (default: kind=tweet -> tweets topic, else news)")] = None,
+    single_partition: Annotated[bool, typer.Option(
+        "--single-partition", help="everything to partition 0 of one topic (--topic, default the news topic), "
+        "so a worker applies the feed in published_at order and publishes what `finsent backtest` computes")] = False,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
+    namespace: Annotated[str | None, typer.Option(help="prefix for topic names")] = None,
+) -> None:
+    """Replay a historical feed into the input topics in published_at order, paced by --speed.
+
+    Lines that do not parse are reported with their line number and reason, and skipped.
+
+    Example: finsent replay feed.jsonl --speed 60x --start 2024-03-14T13:30:00Z
+    """
+    import asyncio
+
+    from aiokafka.errors import KafkaError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pipeline.replay import parse_speed, plan_replay, replay_feed
+
+    try:
+        pace = parse_speed(speed)
+    except ValueError as exc:
+        _fail(str(exc))
+    settings = _settings(bootstrap=bootstrap, namespace=namespace)
+    try:
+        plan = plan_replay(file, start=_time(start, "--start"), end=_time(end, "--end"))
+    except (OSError, ValueError) as exc:
+        _fail(str(exc), 1)
+    for fl in plan.bad:
+        typer.secho(f"{file}:{fl.line_no}: skipped: {fl.error}", fg="yellow", err=True)
+    if pace is not None and plan.span_ms:
+        typer.echo(f"{len(plan.lines)} records over {plan.span_ms / 1000:.0f}s of event time; "
+                   f"at {speed} this takes about {plan.span_ms / 1000 / pace:.0f}s", err=True)
+    columns = (TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as progress:
+        task = progress.add_task(file.name, total=len(plan.lines))
+        try:
+            report = asyncio.run(replay_feed(settings, plan, speed=pace, topic=topic,
+                                             single_partition=single_partition,
+                                             on_progress=lambda n: progress.update(task, completed=n)))
+        except (OSError, ValueError, KafkaError) as exc:
+            _fail(f"{exc!r} (Kafka at {settings.bootstrap})" if isinstance(exc, KafkaError) else str(exc), 1)
+    sent = ", ".join(f"{n} to {t}" for t, n in report.sent.items()) or "nothing"
+    typer.echo(f"sent {sent} in {report.seconds:.1f}s; {len(report.bad)} bad lines skipped"
+               + (f"; {report.outside} outside --start/--end" if report.outside else ""))
+
+
+@app.command()
+def backtest(
+    file: Annotated[Path | None, typer.Argument(
+        help="JSONL or CSV feed in the input schema (omit with --from-kafka)", exists=True, dir_okay=False)] = None,
+    out: Annotated[Path, typer.Option(help="where to write every per-ticker update: FILE.csv or FILE.parquet")] = ...,
+    plot: Annotated[list[str] | None, typer.Option(
+        help="also draw this ticker's score and document volume to OUT_STEM.SYMBOL.png (repeatable)")] = None,
+    start: Annotated[str | None, typer.Option(
+        help="only documents with published_at >= this (RFC 3339 with offset, or epoch ms)")] = None,
+    end: Annotated[str | None, typer.Option(help="only documents with published_at < this")] = None,
+    from_kafka: Annotated[bool, typer.Option(
+        "--from-kafka", help="re-score the retained input topics instead of a file (needs --since; a real "
+        "Kafka: the embedded broker finds offsets by append time only)")] = False,
+    since: Annotated[str | None, typer.Option(
+        help="with --from-kafka: start at the first record whose Kafka timestamp is >= this")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers (--from-kafka)")] = None,
+    namespace: Annotated[str | None, typer.Option(help="topic prefix (--from-kafka)")] = None,
+    model: ModelOpt = None,
+    rule: RuleOpt = None,
+    max_batch: Annotated[int | None, typer.Option(help="largest engine batch (as the worker's)")] = None,
+    quantize: Annotated[str | None, typer.Option(help="'int8': dynamic int8 quantization (CPU)")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the model (default: torch's)")] = None,
+) -> None:
+    """Run the streaming path's parse -> link -> model -> aggregation offline on a feed, and write
+    every per-ticker update, sorted by as_of (event time) then symbol.
+
+    Point in time: documents are applied in published_at order, so an update at time t uses only
+    documents published at or before t. Half-life and lateness come from FINSENT_HALF_LIFE_S /
+    FINSENT_LATENESS_S, as for the worker. Bad lines are reported with their line number and skipped.
+
+    Example: finsent backtest feed.jsonl --out updates.csv --plot AAPL
+    """
+    from aiokafka.errors import KafkaError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pipeline import backtest as bt
+
+    if (file is None) == (not from_kafka):
+        _fail("give a feed FILE, or --from-kafka --since TIME (not both)")
+    if from_kafka and since is None:
+        _fail("--from-kafka needs --since (RFC 3339 with offset, or epoch ms)")
+    try:
+        bt.check_output(out)
+    except ValueError as exc:
+        _fail(str(exc))
+    settings = _settings(bootstrap=bootstrap, namespace=namespace, model_dir=model, exit_rule=rule,
+                         max_batch=max_batch, quantize=quantize, threads=threads)
+    report = bt.BacktestReport()
+    try:
+        if from_kafka:
+            import asyncio
+
+            records = asyncio.run(bt.kafka_records(settings, _time(since, "--since")))  # type: ignore[arg-type]
+            if not records:
+                _fail(f"no records at or after --since {since} in the input topics", 1)
+        else:
+            records = list(bt.feed_records(file, report.bad))  # type: ignore[arg-type]
+        columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, transient=True) as progress:
+            task = progress.add_task("backtest", total=None)
+            result = bt.run_backtest(records, settings, start=_time(start, "--start"), end=_time(end, "--end"),
+                                  report=report,
+                                  on_progress=lambda n, total: progress.update(task, completed=n, total=total))
+        bt.write_updates(result.updates, out)
+        for symbol in plot or ():
+            png = out.with_name(f"{out.stem}.{symbol.upper()}.png")
+            bt.plot_symbol(result.updates, symbol.upper(), png)
+            typer.echo(f"wrote {png}", err=True)
+    except (OSError, ValueError, KafkaError) as exc:
+        _fail(f"{exc!r} (Kafka at {settings.bootstrap})" if isinstance(exc, KafkaError) else str(exc), 1)
+    r = result.report
+    for where, reason in r.bad + r.duplicate_ids + r.late:
+        typer.secho(f"{where}: skipped: {reason}", fg="yellow", err=True)
+    typer.echo(f"wrote {r.updates} updates of {r.documents} documents to {out} in {r.seconds:.1f}s "
+               f"({r.texts_per_s:.0f} texts/s); {len(r.bad)} bad, {r.duplicates} duplicates, "
+               f"{len(r.duplicate_ids)} reused ids skipped" + (f", {r.outside} outside --start/--end" if r.outside else ""))
+
+
 @app.command()
 def demo(
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,

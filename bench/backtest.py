@@ -1,0 +1,151 @@
+"""Backtest speed next to the engine alone, in one run on this machine.
+
+Both sides score the same texts with the same engine settings (the worker's: ``Settings()``
+max batch, exit rule, threads; the shipped model unless ``--model``):
+
+* **engine alone** -- ``predict_texts`` on an engine serving from its own thread (as the
+  worker and the backtest run it): tokenisation + model, nothing else.
+* **backtest** -- ``pipeline.backtest`` end to end on a JSONL feed of those texts: read and
+  validate the file, parse, sort by event time, de-duplicate, link, score, aggregate, and
+  write every update to CSV. ``backtest_texts_per_s`` = documents / wall time of all of that.
+
+The two alternate (engine, backtest, engine, backtest) so that drift in machine load hits
+both; each figure is the mean of its runs. One-off start-up costs are left out of both: the
+model load, and the linker's tables (built on first use, about a second). ``ratio`` = backtest / engine alone (goal >= 0.9).
+The feed is the bundled sample feed cycled to ``--texts`` records, one second apart in event
+time, each with a unique id.
+
+    python bench/backtest.py --json          # ~1 minute on an idle 2-core box
+    python bench/backtest.py --json --quick  # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # runnable as a plain script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import orjson
+
+SAMPLE_FEED = ROOT / "pipeline" / "data" / "sample_feed.jsonl"
+T0 = 1_710_424_800_000
+
+
+def log(msg: str) -> None:
+    print(f"[bench/backtest {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def write_feed(path: Path, n: int) -> list[str]:
+    """The sample feed cycled to n records (unique ids, 1 s apart); returns the texts in order."""
+    base = [orjson.loads(line) for line in SAMPLE_FEED.read_bytes().splitlines() if line.strip()]
+    texts, lines = [], []
+    for i in range(n):
+        rec = dict(base[i % len(base)], id=f"bench-{i:06d}", published_at=T0 + i * 1000)
+        texts.append(rec["text"])
+        lines.append(orjson.dumps(rec))
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return texts
+
+
+def engine_alone(engine, texts: list[str]) -> float:
+    t0 = time.perf_counter()
+    engine.predict_texts(texts)
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def backtest(settings, engine, feed: Path, out: Path) -> tuple[float, dict]:
+    from pipeline.backtest import BacktestReport, feed_records, run_backtest, write_updates
+
+    t0 = time.perf_counter()
+    report = BacktestReport()
+    result = run_backtest(feed_records(feed, report.bad), settings, engine=engine, report=report)
+    write_updates(result.updates, out)
+    seconds = time.perf_counter() - t0
+    return result.report.documents / seconds, result.report.to_dict()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--texts", type=int, default=3000, help="records in the feed")
+    p.add_argument("--rounds", type=int, default=2, help="engine/backtest pairs")
+    p.add_argument("--model", type=Path, default=None, help="model directory (default: the shipped model)")
+    p.add_argument("--quick", action="store_true", help="300 texts, one round")
+    args = p.parse_args()
+    if args.quick:
+        args.texts, args.rounds = 300, 1
+
+    from pipeline.backtest import DEFAULT_CHUNK
+    from pipeline.inference import build_engine, load_model
+    from pipeline.linking import link
+    from pipeline.schemas import InputMessage
+    from pipeline.settings import Settings
+
+    training = subprocess.run(["pgrep", "-f", "finsent train"], check=False, capture_output=True, text=True).stdout
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    settings = Settings(model_dir=args.model)
+    model = load_model(settings)
+    # one engine per side, built the same way; both queues hold a whole backtest chunk
+    alone = build_engine(settings, model, max_queue=max(args.texts, DEFAULT_CHUNK) + 1).start()
+    engine = build_engine(settings, model, max_queue=DEFAULT_CHUNK).start()
+    engine_runs: list[float] = []
+    backtest_runs: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        feed, out = Path(tmp) / "feed.jsonl", Path(tmp) / "updates.csv"
+        texts = write_feed(feed, args.texts)
+        warm = texts[: 2 * settings.max_batch]
+        alone.predict_texts(warm)
+        engine.predict_texts(warm)
+        # one-off start-up costs stay out of both figures: the model load, and the linker's
+        # tables (built on first use, ~1 s; the worker builds them at start too)
+        link(InputMessage(id="warm-up", text="$SPY warm-up", published_at=0))
+        report: dict = {}
+        for r in range(args.rounds):
+            engine_runs.append(engine_alone(alone, texts))
+            log(f"round {r + 1}: engine alone {engine_runs[-1]:.0f} texts/s")
+            rate, report = backtest(settings, engine, feed, out)
+            backtest_runs.append(rate)
+            log(f"round {r + 1}: backtest {rate:.0f} texts/s ({report['updates']} updates)")
+    alone.close()
+    engine.close()
+
+    engine_mean = sum(engine_runs) / len(engine_runs)
+    backtest_mean = sum(backtest_runs) / len(backtest_runs)
+    result = {
+        "texts": args.texts,
+        "rounds": args.rounds,
+        "model": model.config.version,
+        "max_batch": settings.max_batch,
+        "device": settings.device,
+        "threads": settings.threads,
+        "engine_texts_per_s": round(engine_mean, 1),
+        "backtest_texts_per_s": round(backtest_mean, 1),
+        "ratio": round(backtest_mean / engine_mean, 3),
+        "engine_runs": [round(x, 1) for x in engine_runs],
+        "backtest_runs": [round(x, 1) for x in backtest_runs],
+        "backtest_report": report,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_start": load_start,
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+            "training_running": bool(training),
+        },
+    }
+    if args.json:
+        print(orjson.dumps(result).decode())
+    else:
+        print(f"engine alone {engine_mean:.0f} texts/s, backtest {backtest_mean:.0f} texts/s, "
+              f"ratio {result['ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -243,6 +243,7 @@ def run_backtest(
     version = engine.model.config.version
     agg = Aggregator(settings.half_life_s, settings.lateness_s)
     updates: list[TickerScore] = []
+    done = 0
     t_score = time.perf_counter()
     try:
         for c in range(0, len(todo), chunk):
@@ -254,6 +255,9 @@ def run_backtest(
             links = [linker.link(m) for m in msgs] if linker.tagger is None else linker.link_many(msgs)
             for (msg, where), msg_links, future in zip(part, links, futures, strict=True):
                 p = future.result()
+                done += 1
+                if on_progress is not None and (done % 256 == 0 or done == len(todo)):
+                    on_progress(done, len(todo))
                 try:
                     doc = ScoredDocument.from_prediction(
                         msg, msg_links, label=p.label, probs=dict(zip(labels, p.probs, strict=True)),
@@ -270,8 +274,6 @@ def run_backtest(
                     report.late.append((where, str(exc)))
                 report.documents += 1
                 updates.extend(applied)
-            if on_progress is not None:
-                on_progress(min(c + chunk, len(todo)), len(todo))
     finally:
         if own:
             engine.close()

@@ -306,9 +306,36 @@ def eval_tagger(
 
 def _logging(level: str) -> None:
     import logging
+    import re
+    import time
+
+    class Repeats(logging.Filter):
+        """While Kafka is unreachable aiokafka logs ~100 errors a second (connect failed, metadata,
+        fetch, coordinator); let each kind through once per 10 s, with the count it stood for."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+        def filter(self, record: logging.LogRecord) -> bool:
+            if not record.name.startswith("aiokafka") or record.levelno < logging.WARNING:
+                return True
+            key = (record.name, re.sub(r"\d+", "N", str(record.msg)))
+            now = time.monotonic()
+            last, skipped = self.seen.get(key, (-1e9, 0))
+            if now - last < 10.0:
+                self.seen[key] = (last, skipped + 1)
+                return False
+            self.seen[key] = (now, 0)
+            if skipped:
+                record.msg = f"{record.getMessage()} ({skipped} more like this in the last 10 s)"
+                record.args = ()
+            return True
 
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Repeats())
 
 
 @app.command()

@@ -56,7 +56,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -77,7 +76,7 @@ from pipeline.schemas import (
     TickerLink,
     parse_input,
 )
-from pipeline.settings import Settings
+from pipeline.settings import Settings, redact_url
 from pipeline.sinks import (
     DEFAULT_DOC_TTL_S,
     Applier,
@@ -105,14 +104,6 @@ _PUBLISH_ROUND = 2048  # most records per produce round
 def wall_ms() -> int:
     """Wall clock, epoch milliseconds."""
     return time.time_ns() // 1_000_000
-
-
-def _loggable(url: str) -> str:
-    """``url`` without its password (for log lines)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 @dataclass(slots=True)
@@ -296,7 +287,7 @@ class Worker:
         s = self.settings
         metrics.serve(s.metrics_port)
         self._redis = redis_client(s)
-        await retry(self._redis.ping, f"Redis ping {_loggable(s.redis_url)}")
+        await retry(self._redis.ping, f"Redis ping {redact_url(s.redis_url)}")
         all_topics = [*self.input_topics, self.documents_topic, self.scores_topic, self.dlq_topic]
         if self.create_missing_topics:
             await retry(lambda: create_topics(s, all_topics, s.partitions), "create topics")
@@ -343,7 +334,7 @@ class Worker:
         log.info(
             "worker started: group %s, topics %s -> %s, %s, %s; Redis %s; model %s",
             s.group_id, ", ".join(self.input_topics), self.documents_topic, self.scores_topic,
-            self.dlq_topic, _loggable(s.redis_url), self.engine.model.config.version,
+            self.dlq_topic, redact_url(s.redis_url), self.engine.model.config.version,
         )  # fmt: skip
 
     async def _serve(self) -> None:
@@ -407,6 +398,8 @@ class Worker:
         log.info("revoked %d partitions (%s)", len(parts), "drained and committed" if drained else "abandoned")
         for tp in revoked:
             self.tracker.revoke(tp)
+            with contextlib.suppress(KeyError):  # not ours any more: its lag is the new owner's to report
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
         # No script call or produce for these partitions may outlive the revocation: wait for
         # the ones running, and release the claims of abandoned records so that the next owner
         # (maybe us, right after) recovers them. (The apply loop queues a call's records before

@@ -197,12 +197,15 @@ def spawn_worker(
     rule: str | None = None,
     session_timeout_ms: int = 6000,
     metrics_port: int = 0,
+    threads: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """``finsent worker`` as a child process with ``s``'s Kafka/Redis/namespace/group/batch,
     appending its log to ``log_path``; the child gets SIGTERM if this process dies."""
     from pipeline.infra import _pdeathsig_preexec
 
     env = {**os.environ, "FINSENT_LATENESS_S": str(s.lateness_s), "FINSENT_PARTITIONS": str(s.partitions)}
+    if threads:
+        env["FINSENT_THREADS"] = str(threads)
     cmd = [
         sys.executable, "-m", "pipeline.cli", "worker",
         "--bootstrap", s.bootstrap, "--redis-url", s.redis_url, "--namespace", s.namespace,

@@ -42,7 +42,7 @@ def build_engine(settings: Settings, model: ElbertClassifier | None = None, **ov
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {settings.device!r} requested but CUDA is not available")
     kwargs = {"max_batch": settings.max_batch, "device": settings.device, "dtype": DTYPES[settings.dtype],
-              "max_queue": settings.engine_queue}
+              "max_queue": settings.engine_queue, "policy": settings.engine_policy}
     kwargs.update(overrides)
     return EarlyExitEngine(model, exit_rule(settings, model), **kwargs)
 

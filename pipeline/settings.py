@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         "the context-cue rules",
     )
     engine_queue: int = Field(4096, ge=1, description="texts waiting in the engine before submitters block")
+    engine_policy: Literal["deepest", "largest"] = Field(
+        "deepest",
+        description="which in-flight cohort the engine runs next: 'deepest' finishes started texts first (low "
+        "tail latency under a steady stream: bench/engine_latency.py); "
+        "'largest' makes each layer call as big as possible (a few % more throughput on a backlog)",
+    )
 
     # --- aggregation
     half_life_s: float = Field(3600.0, gt=0, description="half-life of the time-decayed ticker score")

@@ -108,3 +108,14 @@ def test_bad_arguments_are_rejected():
         EarlyExitEngine(model, FullDepth(), mode="dynamic")
     with pytest.raises(ValueError, match="policy"):
         EarlyExitEngine(model, FullDepth(), policy="random")
+
+
+def test_settings_choose_the_engine_policy():
+    from pipeline.inference import build_engine
+    from pipeline.settings import Settings
+
+    model = tiny_classifier("bert")
+    assert build_engine(Settings(), model=model).policy == "deepest"  # streaming default: low tail latency
+    assert build_engine(Settings(engine_policy="largest"), model=model).policy == "largest"
+    with pytest.raises(ValueError):
+        Settings(engine_policy="fastest")

@@ -314,12 +314,21 @@ async def _consume(
     last_seq: dict[str, int] = {}
     ready = False
     delay = 0.1
+    waited = False
     while True:
         consumer = kafka_consumer(s, enable_auto_commit=False, auto_offset_reset="earliest",
                                   fetch_max_wait_ms=min(poll_timeout_ms, 500))  # fmt: skip
         try:
-            await consumer.start()
-            tps = await _partitions(consumer, topic)
+            await consumer.start()  # a fresh client learns every topic's metadata
+            parts = consumer.partitions_for_topic(topic)
+            if not parts:
+                if not waited:
+                    log.info("topic %s does not exist yet; waiting for the worker to create it", topic)
+                    waited = True
+                await asyncio.sleep(delay)
+                delay = min(_MAX_BACKOFF_S, delay * 2)
+                continue
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             fresh = [tp for tp in tps if tp.partition not in positions]
             for tp in tps:
@@ -357,22 +366,6 @@ async def _consume(
             delay = min(_MAX_BACKOFF_S, delay * 2)
         finally:
             await consumer.stop()
-
-
-async def _partitions(consumer: Any, topic: str) -> list[TopicPartition]:
-    """The topic's partitions, waiting (with a log line) until the topic exists."""
-    waited = False
-    delay = 0.1
-    while True:
-        await consumer.topics()  # refreshes metadata
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return [TopicPartition(topic, p) for p in sorted(parts)]
-        if not waited:
-            log.info("topic %s does not exist yet; waiting for the worker to create it", topic)
-            waited = True
-        await asyncio.sleep(delay)
-        delay = min(_MAX_BACKOFF_S, delay * 2)
 
 
 async def _start_offsets(

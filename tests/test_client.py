@@ -224,3 +224,25 @@ async def test_listen_gets_updates_and_survives_a_dropped_connection(writer: Wri
         second = await writer.apply([scored_doc("l2", T0 + MINUTE, ("MSFT",))])
         assert await pending == second
     admin.close()
+
+
+@pytest.mark.integration
+async def test_subscribe_waits_for_the_topic_to_exist(writer: Writer, broker: EmbeddedBroker) -> None:
+    # a subscription started before the worker ever ran: no topic yet under this namespace
+    ns = writer.settings.namespace + "late."
+    stream = subscribe(broker.bootstrap, start="earliest", namespace=ns)
+    connect = asyncio.create_task(stream.start())
+    await asyncio.sleep(1.0)
+    assert not connect.done()
+    topic = f"{ns}finsent.ticker-scores"
+    await create_topics(broker.bootstrap, [topic], partitions=1)
+    u = TickerScore("AAPL", 0.5, "bullish", 1, 1, 1, 1, 0, 0, 1, 0, 0, 1, 0, 0, "d", T0, T0, "m", 1)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        await (await producer.send(topic, u.to_json(), key=b"AAPL"))
+    finally:
+        await producer.stop()
+    await asyncio.wait_for(connect, WAIT_S)
+    async with stream as updates:
+        assert await _take(updates, 1) == [u]

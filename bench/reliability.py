@@ -110,7 +110,12 @@ async def run_all(names: list[str], sizes: dict[str, dict], env, workdir: Path) 
             kw["model_dir"] = str(await asyncio.to_thread(build_fast_model, workdir / "soak-model"))
         log(f"{name}: {kw}")
         t0 = time.perf_counter()
-        row = await SCENARIOS[name](env, **kw)
+        try:
+            row = await SCENARIOS[name](env, **kw)
+        except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others' rows
+            log(f"{name} failed: {exc!r}")
+            row = {"fault": name, "sent": None, "accepted": None, "dlq": None, "applied": None, "lost": None,
+                   "duplicated": None, "ok": False, "error": repr(exc)}  # fmt: skip
         if "series" in row:
             extra["soak_series"] = row.pop("series")
         rows.append(row)

@@ -3,8 +3,8 @@
 Both sides score the same texts with the same engine settings (the worker's: ``Settings()``
 max batch, exit rule, threads; the shipped model unless ``--model``):
 
-* **engine alone** -- ``predict_texts`` on an engine serving from its own thread (as the
-  worker and the backtest run it): tokenisation + model, nothing else.
+* **engine alone** -- ``predict_texts`` on the engine the backtest uses (one engine object for
+  both sides), serving from its own thread as in the worker: tokenisation + model, nothing else.
 * **backtest** -- ``pipeline.backtest`` end to end on a JSONL feed of those texts: read and
   validate the file, parse, sort by event time, de-duplicate, link, score, aggregate, and
   write every update to CSV. ``backtest_texts_per_s`` = documents / wall time of all of that.
@@ -97,30 +97,26 @@ def main() -> None:
     load_start = [round(x, 2) for x in os.getloadavg()]
     settings = Settings(model_dir=args.model)
     model = load_model(settings)
-    # one engine per side, built the same way; both queues hold a whole backtest chunk
-    alone = build_engine(settings, model, max_queue=max(args.texts, DEFAULT_CHUNK) + 1).start()
-    engine = build_engine(settings, model, max_queue=DEFAULT_CHUNK).start()
+    # one engine for both sides (its queue holds all the texts, so nothing blocks)
+    engine = build_engine(settings, model, max_queue=max(args.texts, DEFAULT_CHUNK) + 1).start()
     engine_runs: list[float] = []
     backtest_runs: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         feed, out = Path(tmp) / "feed.jsonl", Path(tmp) / "updates.csv"
         texts = write_feed(feed, args.texts)
-        warm = texts[: 2 * settings.max_batch]
-        alone.predict_texts(warm)
-        engine.predict_texts(warm)
+        engine.predict_texts(texts[: 2 * settings.max_batch])
         # one-off start-up costs stay out of both figures: the model load, and the linker's
         # tables (built on first use, ~1 s; the worker builds them at start too)
         link(InputMessage(id="warm-up", text="$SPY warm-up", published_at=0))
         report: dict = {}
-        engine_runs.append(engine_alone(alone, texts))
+        engine_runs.append(engine_alone(engine, texts))
         log(f"engine alone {engine_runs[-1]:.0f} texts/s")
         for r in range(args.rounds):
             rate, report = backtest(settings, engine, feed, out)
             backtest_runs.append(rate)
             log(f"round {r + 1}: backtest {rate:.0f} texts/s ({report['updates']} updates)")
-            engine_runs.append(engine_alone(alone, texts))
+            engine_runs.append(engine_alone(engine, texts))
             log(f"engine alone {engine_runs[-1]:.0f} texts/s")
-    alone.close()
     engine.close()
 
     engine_mean = sum(engine_runs) / len(engine_runs)

@@ -148,7 +148,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t_begin = time.perf_counter()
     model_dir, model_source = resolve_model(args.model)
-    training = subprocess.run(["pgrep", "-f", "finsent train"], check=False, capture_output=True, text=True).stdout.split()
+    def training() -> bool:
+        return bool(subprocess.run(["pgrep", "-f", "finsent train"], check=False, capture_output=True).stdout.split())
+
+    training_at_start = training()
 
     from faults import Env
 
@@ -174,7 +177,7 @@ def main() -> None:
             "max_batch": 64,
             "session_timeout_ms": env.session_timeout_ms,
             "cpus": os.cpu_count(),
-            "training_running": bool(training),
+            "training_running": {"at_start": training_at_start, "at_end": training()},
             "quick": args.quick,
         },
         **extra,

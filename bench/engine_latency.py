@@ -1,14 +1,14 @@
-"""Engine latency under a steady stream, per scheduling policy, side by side in one run.
+"""Engine latency under a steady stream, per mode and scheduling policy, side by side in one run.
 
 A producer submits ``--every-ms`` micro-batches at an offered rate (texts/s), the way the worker's
-micro-batcher feeds the engine, and records each text's submit -> result latency. Every policy
+micro-batcher feeds the engine, and records each text's submit -> result latency. Every configuration
 runs the same schedule on the same model right after the other, so the comparison holds on a
 shared, noisy machine; compare within one run, not across runs.
 
     python bench/engine_latency.py --json                  # rates 150,250,300; ~1.5 minutes
     python bench/engine_latency.py --rates 200 --seconds 20
 
-Output: ``{"rows": [{"policy", "offered_per_s", "achieved_per_s", "p50_ms", "p99_ms", "steps"}], ...}``.
+Output: ``{"rows": [{"mode", "policy", "offered_per_s", "achieved_per_s", "p50_ms", "p99_ms", "steps"}], ...}``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from pipeline.settings import Settings
 FEED = ROOT / "pipeline" / "data" / "sample_feed.jsonl"
 
 
-async def paced(settings: Settings, model, texts: list[str], policy: str, rate: float, every_ms: float,
+async def paced(settings: Settings, model, texts: list[str], mode: str, policy: str, rate: float, every_ms: float,
                 seconds: float) -> dict:
     """Offer ``rate`` texts/s in batches every ``every_ms`` for ``seconds``; latency percentiles."""
-    engine = build_engine(settings, model=model, policy=policy).start()
+    engine = build_engine(settings, model=model, mode=mode, policy=policy).start()
     try:
         await engine.predict(texts[: settings.max_batch])  # warm
         latencies: list[float] = []
@@ -59,7 +59,7 @@ async def paced(settings: Settings, model, texts: list[str], policy: str, rate: 
     finally:
         engine.close()
     ms = np.array(latencies) * 1000
-    return {"policy": policy, "offered_per_s": rate, "achieved_per_s": round(len(ms) / elapsed, 1),
+    return {"mode": mode, "policy": policy, "offered_per_s": rate, "achieved_per_s": round(len(ms) / elapsed, 1),
             "p50_ms": round(float(np.percentile(ms, 50)), 1), "p99_ms": round(float(np.percentile(ms, 99)), 1),
             "steps": steps0}
 
@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--rates", default="150,250,300", help="offered texts/s, comma separated")
     ap.add_argument("--every-ms", type=float, default=20.0, help="micro-batch interval (the worker's max_wait_ms)")
     ap.add_argument("--seconds", type=float, default=12.0, help="seconds per (rate, policy)")
-    ap.add_argument("--policies", default="largest,deepest")
+    ap.add_argument("--configs", default="refill/largest,refill/deepest,compact/deepest",
+                    help="engine mode/policy pairs to compare")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     settings = Settings(threads=args.threads) if args.threads else Settings()
@@ -78,8 +79,9 @@ def main() -> None:
     texts = [orjson.loads(line)["text"] for line in FEED.read_bytes().splitlines() if line.strip()]
     rows = []
     for rate in (float(r) for r in args.rates.split(",")):
-        for policy in args.policies.split(","):
-            row = asyncio.run(paced(settings, model, texts, policy, rate, args.every_ms, args.seconds))
+        for config in args.configs.split(","):
+            mode, policy = config.split("/")
+            row = asyncio.run(paced(settings, model, texts, mode, policy, rate, args.every_ms, args.seconds))
             rows.append(row)
             print(f"[engine_latency] {row}", file=sys.stderr, flush=True)
     out = {"rows": rows, "every_ms": args.every_ms, "seconds_per_row": args.seconds,

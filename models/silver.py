@@ -27,7 +27,11 @@ headline or a tweet. This module labels the sentiment corpora's texts with what 
   does not know (``$BTC``), and any other token with an upper-case letter (a person, a place, an
   organisation outside the universe: the rules cannot tell which).
 
-A text is kept when it has at least one ORG or ambiguous-``O`` label. Texts are deduplicated by a
+A text is kept when it has at least one ORG or ambiguous-``O`` label, and a seeded sample of the
+company-free texts joins them (:data:`NO_ORG_RATIO`): without it every silver text would name a
+company. An ambiguous alias is labelled ORG in at most :data:`AMBIGUOUS_CAP` texts, later ones are
+ignored: the rules settle such a name only in company contexts, so its other senses never appear
+as ``O``, and uncapped the silver set would teach that the word itself is a company. Texts are deduplicated by a
 normalised key (NFKC, whitespace collapsed, case-folded), and texts in ``exclude`` files (the
 linking gold set) are left out. Tokens are the backbone's pre-tokenizer words (BERT: whitespace
 and punctuation split), so the tagger sees the same words in training and on raw text.
@@ -42,20 +46,21 @@ non-commercial research artifact (as FiNER-ORD already makes it).
 from __future__ import annotations
 
 import csv
+import random
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 from tokenizers.pre_tokenizers import BertPreTokenizer
 
 from models.conll import IGNORE_TAG, META_SUFFIX, TaggedSentence
 from pipeline.linking import Linker, NameMatcher
-from pipeline.universe import Universe, generate_aliases
+from pipeline.universe import Universe, fold, generate_aliases
 
 __all__ = [
     "SILVER_LICENSE",
@@ -90,6 +95,13 @@ _NAME_TARGETS: Final[frozenset[str]] = frozenset({"semeval-headlines", "fiqa-hea
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _PRE = BertPreTokenizer()
+#: Most texts in which one ambiguous alias is labelled ORG: the rules settle these names only in
+#: company contexts and never see their other uses, so uncapped they teach the tagger that the word
+#: itself is a company ("Amazon": 50 positives, 1 lower-case negative in the corpora).
+AMBIGUOUS_CAP: Final[int] = 5
+#: Texts without any company, sampled per kept text: headlines and tweets that name no company,
+#: so the tagger does not learn that a headline's first capitalised word is an ORG.
+NO_ORG_RATIO: Final[float] = 1.0
 #: A capitalised word is a common word when the corpus writes it in lower case at least this often...
 COMMON_MIN: Final[int] = 5
 #: ...and this many times as often as capitalised mid-sentence (between two lower-case words).
@@ -172,6 +184,14 @@ def common_words(texts: Iterable[str]) -> frozenset[str]:
     return frozenset(w for w, n in lower.items() if n >= COMMON_MIN and n >= COMMON_RATIO * capital[w])
 
 
+class Labelled(NamedTuple):
+    """One labelled text: the sentence, spans per rule, folded ambiguous aliases labelled ORG."""
+
+    sentence: TaggedSentence
+    counts: Counter[str]
+    ambiguous: list[str]
+
+
 class SilverLabeller:
     """Token-level silver tags for one text at a time (see the module docstring for the rules).
 
@@ -187,13 +207,28 @@ class SilverLabeller:
         lower = [replace(a, case="any") for a in self.universe.aliases if a.ambiguous]
         self._any_case = NameMatcher(Universe(self.universe.companies, lower))
 
-    def label(self, text: str, targets: Sequence[str] = ()) -> tuple[TaggedSentence, Counter[str]]:
-        """``(sentence, counts)``: pre-tokenizer words with ORG / O / ignore tags, and how many
-        spans each rule labelled (``org_<evidence>``, ``o_ambiguous``, ``ignored_candidate``...)."""
+    def label(self, text: str, targets: Sequence[str] = (), saturated: Collection[str] = ()) -> Labelled:
+        """Pre-tokenizer words with ORG / O / ignore tags, how many spans each rule labelled
+        (``org_<evidence>``, ``o_ambiguous``, ``ignored_candidate``...), and the ambiguous aliases
+        labelled ORG. An ambiguous alias in ``saturated`` (folded) is ignored instead of ORG."""
         counts: Counter[str] = Counter()
+        ambiguous: list[str] = []
+        candidates = {(s, e): a for s, e, a in self.linker.matcher.find(text)}
         org: list[tuple[int, int]] = []
         ignore: list[tuple[int, int]] = []
         force_o: list[tuple[int, int]] = [m.span() for m in _URL.finditer(text)]
+
+        def company(s: int, e: int, rule: str) -> None:
+            alias = candidates.get((s, e))
+            if alias is not None and alias.ambiguous and rule != "org_name":
+                if fold(alias.text) in saturated:
+                    ignore.append((s, e))
+                    counts["ignored_ambiguous_capped"] += 1
+                    return
+                ambiguous.append(fold(alias.text))
+            org.append((s, e))
+            counts[rule] += 1
+
 
         mentions = self.linker.mentions(text)
         linked = {m.symbol for m in mentions}
@@ -201,8 +236,7 @@ class SilverLabeller:
         for m in mentions:
             s, e = m.span
             if m.method == "name":
-                org.append((s, e))
-                counts[f"org_{m.evidence}"] += 1
+                company(s, e, f"org_{m.evidence}")
                 continue
             body = s + 1  # after "$" (punctuation: O below)
             if m.method == "exchange":  # "NASDAQ:AAPL", "NYSE: F": the exchange is not the company
@@ -215,8 +249,12 @@ class SilverLabeller:
             else:
                 ignore.append((body, e))
                 counts["ignored_unknown_symbol"] += 1
-        for s, e, _ in self.linker.matcher.find(text):
-            if (s, e) not in accepted and not _overlaps((s, e), org):
+        for target in targets:
+            for s, e in _find_name(text, target):
+                if not _overlaps((s, e), org) and not _overlaps((s, e), ignore):
+                    company(s, e, "org_target")
+        for s, e in candidates:
+            if (s, e) not in accepted and not _overlaps((s, e), org) and not _overlaps((s, e), ignore):
                 ignore.append((s, e))
                 counts["ignored_candidate"] += 1
         for s, e, alias in self._any_case.find(text):
@@ -228,10 +266,6 @@ class SilverLabeller:
             else:
                 force_o.append((s, e))
                 counts["o_ambiguous"] += 1
-        for target in targets:
-            for s, e in _find_name(text, target):
-                org.append((s, e))
-                counts["org_target"] += 1
 
         tokens, tags = [], []
         entities = _merged(org)
@@ -255,7 +289,7 @@ class SilverLabeller:
             prev_org = span
             tokens.append(word)
             tags.append(tag)
-        return TaggedSentence(tokens, tags), counts
+        return Labelled(TaggedSentence(tokens, tags), counts, ambiguous)
 
 
 def _overlaps(span: tuple[int, int], spans: Iterable[tuple[int, int]]) -> bool:
@@ -287,26 +321,40 @@ def _find_name(text: str, name: str) -> list[tuple[int, int]]:
 
 
 def build_silver(texts: Sequence[SilverText], labeller: SilverLabeller | None = None,
-                 progress: bool = False) -> tuple[list[TaggedSentence], dict[str, Any]]:
-    """Label ``texts``; keep those with an ORG or an ambiguous-``O`` label. Returns the sentences
-    and statistics (per source, per rule, label counts)."""
+                 progress: bool = False, ambiguous_cap: int = AMBIGUOUS_CAP,
+                 no_org_ratio: float = NO_ORG_RATIO, seed: int = 13) -> tuple[list[TaggedSentence], dict[str, Any]]:
+    """Label ``texts``. Keeps every text with an ORG or an ambiguous-``O`` label, plus a seeded
+    sample of the others (``no_org_ratio`` times as many, each with at least one ``O``). An
+    ambiguous alias gets ORG in at most ``ambiguous_cap`` texts (in text order), then is ignored.
+    Returns the sentences and statistics (per source, per rule, label counts)."""
     from tqdm.auto import tqdm
 
     labeller = labeller or SilverLabeller(common=common_words(t.text for t in texts))
     kept: list[TaggedSentence] = []
+    rest: list[tuple[TaggedSentence, str]] = []
     rules: Counter[str] = Counter()
     per_source: dict[str, list[int]] = {}
+    positives: Counter[str] = Counter()
+    saturated: set[str] = set()
     for item in tqdm(texts, desc="silver labels", disable=not progress):
-        sent, counts = labeller.label(item.text, item.targets)
-        useful = counts["o_ambiguous"] > 0 or any(t == "B-ORG" for t in sent.tags)
-        per_source.setdefault(item.source, [0, 0])[0] += 1
-        if useful and sent.tokens:
+        sent, counts, ambiguous = labeller.label(item.text, item.targets, saturated)
+        positives.update(ambiguous)
+        saturated.update(k for k in ambiguous if positives[k] >= ambiguous_cap)
+        per_source.setdefault(item.source, [0, 0, 0])[0] += 1
+        if counts["o_ambiguous"] > 0 or "B-ORG" in sent.tags:
             kept.append(sent)
             rules.update(counts)
             per_source[item.source][1] += 1
+        elif "O" in sent.tags:
+            rest.append((sent, item.source))
+    n_rest = min(len(rest), round(no_org_ratio * len(kept)))
+    for i in sorted(random.Random(seed).sample(range(len(rest)), n_rest)):
+        kept.append(rest[i][0])
+        per_source[rest[i][1]][2] += 1
     tags = Counter(t for s in kept for t in s.tags)
-    stats = {"texts": len(texts), "kept": len(kept), "per_source": {k: {"texts": v[0], "kept": v[1]}
-                                                                     for k, v in per_source.items()},
+    stats = {"texts": len(texts), "kept": len(kept), "no_org_sample": n_rest,
+             "per_source": {k: {"texts": v[0], "kept": v[1], "no_org_sample": v[2]} for k, v in per_source.items()},
+             "ambiguous_positives": dict(positives.most_common()),
              "rules": dict(sorted(rules.items())), "tags": dict(sorted(tags.items())), "license": SILVER_LICENSE}
     return kept, stats
 
@@ -320,7 +368,8 @@ def write_conll(sentences: Iterable[TaggedSentence], path: Path) -> None:
             fh.write("\n")
 
 
-def write_silver(data_dir: Path, out: Path, exclude: Iterable[Path] = (), progress: bool = True) -> dict[str, Any]:
+def write_silver(data_dir: Path, out: Path, exclude: Iterable[Path] = (), progress: bool = True,
+                 ambiguous_cap: int = AMBIGUOUS_CAP, no_org_ratio: float = NO_ORG_RATIO, seed: int = 13) -> dict[str, Any]:
     """``finsent silver-ner``: read the sources under ``data_dir``, label, write ``out`` (CoNLL)
     and ``out.meta.json`` (sources, licence, statistics; ``models.train_tagger`` reads the
     licence from it). ``exclude``: JSONL files whose ``text`` fields must stay out (the linking
@@ -328,7 +377,8 @@ def write_silver(data_dir: Path, out: Path, exclude: Iterable[Path] = (), progre
     banned = [orjson.loads(line)["text"] for path in exclude
               for line in Path(path).read_bytes().splitlines() if line.strip()]
     texts = read_sources(data_dir, exclude=banned)
-    sentences, stats = build_silver(texts, progress=progress)
+    sentences, stats = build_silver(texts, progress=progress, ambiguous_cap=ambiguous_cap,
+                                    no_org_ratio=no_org_ratio, seed=seed)
     write_conll(sentences, out)
     stats = {"sources": [rel for _, rel in SOURCES], "excluded_texts": len(banned), **stats}
     Path(str(out) + META_SUFFIX).write_bytes(orjson.dumps(stats, option=orjson.OPT_INDENT_2))

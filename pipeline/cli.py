@@ -214,6 +214,11 @@ def silver_ner(
                                                 "SemEval-2017 Task 5, FiQA 2018)")] = Path("../shared/data"),
     exclude: Annotated[list[Path] | None, typer.Option(
         help="JSONL file(s) whose 'text' fields must not be used (e.g. tests/fixtures/linking_gold.jsonl)")] = None,
+    ambiguous_cap: Annotated[int, typer.Option(
+        help="most texts in which one ambiguous name ('Amazon') is labelled ORG; later ones are ignored")] = 5,
+    no_org_ratio: Annotated[float, typer.Option(
+        help="company-free texts to add, per text kept for its labels (seeded sample)")] = 1.0,
+    seed: int = 13,
 ) -> None:
     """Silver ORG labels for the tagger from the sentiment corpora, by the linker's strong evidence.
 
@@ -224,7 +229,8 @@ def silver_ner(
     from models.silver import write_silver
 
     try:
-        stats = write_silver(data_dir, out, exclude or ())
+        stats = write_silver(data_dir, out, exclude or (), ambiguous_cap=ambiguous_cap, no_org_ratio=no_org_ratio,
+                             seed=seed)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc))
     typer.echo(orjson.dumps({"out": str(out), **{k: stats[k] for k in ("texts", "kept", "tags", "rules")}}).decode())

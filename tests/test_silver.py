@@ -20,7 +20,7 @@ def labeller() -> SilverLabeller:
 
 
 def tags_of(labeller: SilverLabeller, text: str, targets=()) -> list[tuple[str, str]]:
-    sent, _ = labeller.label(text, targets)
+    sent = labeller.label(text, targets).sentence
     return list(zip(sent.tokens, sent.tags))
 
 
@@ -77,10 +77,29 @@ def test_common_words_need_lower_case_majority():
 def test_build_keeps_only_informative_texts(labeller):
     texts = [SilverText("Nvidia shares rise", "x"), SilverText("the market was quiet", "x"),
              SilverText("Apple Valley council approves budget", "y"), SilverText("price target cut", "y")]
-    sents, stats = build_silver(texts, labeller)
+    sents, stats = build_silver(texts, labeller, no_org_ratio=0)
     assert [s.tokens[0] for s in sents] == ["Nvidia", "price"]
-    assert stats["kept"] == 2 and stats["per_source"] == {"x": {"texts": 2, "kept": 1}, "y": {"texts": 2, "kept": 1}}
+    assert stats["kept"] == 2 and stats["per_source"]["x"] == {"texts": 2, "kept": 1, "no_org_sample": 0}
     assert stats["rules"]["org_name"] == 1 and stats["rules"]["o_ambiguous"] == 1
+    # a seeded sample of company-free texts joins, as many as kept texts at most (here both)
+    sents, stats = build_silver(texts, labeller, no_org_ratio=1.0)
+    assert [s.tokens[0] for s in sents] == ["Nvidia", "price", "the", "Apple"] and stats["no_org_sample"] == 2
+    assert stats["per_source"]["y"] == {"texts": 2, "kept": 1, "no_org_sample": 1}
+
+
+def test_an_ambiguous_alias_is_org_in_at_most_cap_texts(labeller):
+    texts = [SilverText(f"Target shares fall {i} %", "x") for i in range(4)]
+    texts.append(SilverText("Nvidia and Target shares fall", "x"))
+    sents, stats = build_silver(texts, labeller, ambiguous_cap=2, no_org_ratio=0)
+    # texts 3 and 4 lose their only ORG, so they are company-free texts (none sampled here)
+    assert [s.tokens[-2] for s in sents] == ["0", "1", "shares"]
+    assert [s.tags[0] for s in sents] == ["B-ORG", "B-ORG", "B-ORG"]
+    assert sents[-1].tags[2] == X  # Nvidia (unambiguous) stays ORG, Target is capped
+    assert stats["ambiguous_positives"] == {"target": 2}
+    assert stats["rules"]["ignored_ambiguous_capped"] == 1  # counted in kept texts
+    # the cap does not apply to an unambiguous alias
+    sents, _ = build_silver([SilverText("Nvidia shares fall", "x")] * 3, labeller, ambiguous_cap=1, no_org_ratio=0)
+    assert all(s.tags[0] == "B-ORG" for s in sents)
 
 
 def _fake_data_dir(root):
@@ -122,7 +141,8 @@ def test_silver_file_round_trip_and_licence(tmp_path):
     out = tmp_path / "runs" / "silver.conll"
     stats = write_silver(tmp_path / "data", out, [gold], progress=False)
     sents = read_conll(out, allow_ignore=True)
-    assert len(sents) == stats["kept"] == 4 and stats["excluded_texts"] == 1
+    assert len(sents) == stats["kept"] and stats["excluded_texts"] == 1
+    assert stats["kept"] - stats["no_org_sample"] == 4
     assert all(s.tokens[0] != "Nvidia" for s in sents)
     assert [t for s in sents for t in s.tags].count(IGNORE_TAG) >= 1
     with pytest.raises(DataError, match="unknown tag '-'"):
@@ -163,7 +183,7 @@ def test_cli_silver_then_train_tagger_on_two_files(tmp_path):
     silver = tmp_path / "runs" / "silver.conll"
     res = runner.invoke(app, ["silver-ner", "--out", str(silver), "--data-dir", str(tmp_path / "data")])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout.strip().splitlines()[-1])["kept"] == 5
+    assert json.loads(res.stdout.strip().splitlines()[-1])["kept"] >= 5
     res = runner.invoke(app, ["silver-ner", "--out", str(silver), "--data-dir", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "not found" in res.output
 
@@ -178,7 +198,7 @@ def test_cli_silver_then_train_tagger_on_two_files(tmp_path):
                               str(tmp_path / "m"), "--valid", str(gold), *common])
     assert res.exit_code == 0, res.output
     config = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert config["info"]["train_sentences"] == 12 + 5
+    assert config["info"]["train_sentences"] == 12 + len(read_conll(silver, allow_ignore=True))
     assert config["info"]["train_data"] == ["finer_train.conll", "silver.conll"]
     assert "CC BY-NC 4.0" in config["data_license"] and "PhraseBank" in config["data_license"]
     # without --valid the dev split is drawn from sentences with gold tags everywhere, so one is needed

@@ -54,7 +54,7 @@ def assert_exact(row: dict[str, Any]) -> None:
 
 
 def test_worker_sigkilled_three_times_ends_exact(run_scenario: Callable[..., dict[str, Any]]) -> None:
-    row = run_scenario("sigkill", kills=3, chunk=60)
+    row = run_scenario("sigkill", kills=3, chunk=50)
     assert_exact(row)
     assert row["checks"]["kills"] == 3
     assert row["dlq"] > 0  # malformed messages were part of the stream
@@ -83,7 +83,7 @@ def test_broker_restart_worker_reconnects_and_both_phases_are_exact(run_scenario
 
 
 def test_second_worker_stopping_mid_stream_hands_over_exactly(run_scenario: Callable[..., dict[str, Any]]) -> None:
-    row = run_scenario("two_sigterm", n=1200)
+    row = run_scenario("two_sigterm", n=900)
     assert_exact(row)
     assert row["checks"]["stopped_worker_exit_status"] == 0
 

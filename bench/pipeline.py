@@ -464,7 +464,7 @@ def main() -> None:
     if args.threads:
         env["FINSENT_THREADS"] = str(args.threads)
 
-    from pipeline.inference import exit_rule, load_model
+    from pipeline.inference import engine_mode, exit_rule, load_model
     from pipeline.infra import EmbeddedBroker, delete_keys_with_prefix, redis_server
     from pipeline.settings import Settings
 
@@ -554,6 +554,8 @@ def main() -> None:
             "runs_texts_per_s": [round(x, 1) for x in engine_runs],
             "texts": n_engine,
             "max_batch": settings.max_batch,
+            "mode": engine_mode(settings),
+            "policy": settings.engine_policy,
             "rule": rule.describe(),
             "device": settings.device,
             "threads": settings.threads or __import__("torch").get_num_threads(),

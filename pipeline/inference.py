@@ -35,6 +35,13 @@ def exit_rule(settings: Settings, model: ElbertClassifier) -> ExitRule:
     return make_rule(default["rule"], **default.get("params", {}))
 
 
+def engine_mode(settings: Settings) -> str:
+    """``settings.engine_mode``, with 'auto' resolved: refill on GPU, compact on CPU."""
+    if settings.engine_mode != "auto":
+        return settings.engine_mode
+    return "compact" if settings.device == "cpu" else "refill"
+
+
 def build_engine(settings: Settings, model: ElbertClassifier | None = None, **overrides) -> EarlyExitEngine:
     model = model or load_model(settings)
     if settings.dtype not in DTYPES:
@@ -42,7 +49,8 @@ def build_engine(settings: Settings, model: ElbertClassifier | None = None, **ov
     if settings.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device {settings.device!r} requested but CUDA is not available")
     kwargs = {"max_batch": settings.max_batch, "device": settings.device, "dtype": DTYPES[settings.dtype],
-              "max_queue": settings.engine_queue, "policy": settings.engine_policy}
+              "max_queue": settings.engine_queue, "policy": settings.engine_policy,
+              "mode": engine_mode(settings)}
     kwargs.update(overrides)
     return EarlyExitEngine(model, exit_rule(settings, model), **kwargs)
 

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         "the context-cue rules",
     )
     engine_queue: int = Field(4096, ge=1, description="texts waiting in the engine before submitters block")
+    engine_mode: Literal["auto", "refill", "compact", "static"] = Field(
+        "auto",
+        description="'refill' (exited texts leave the batch, waiting ones take their slots: ELBERT's GPU "
+        "method), 'compact' (exited texts leave; a new batch starts when the last one is done), or 'auto' = "
+        "refill on GPU, compact on CPU, where a full batch buys little and a stream of tiny refills costs "
+        "more than it saves (bench/engine.py, bench/engine_latency.py)",
+    )
     engine_policy: Literal["deepest", "largest"] = Field(
         "deepest",
         description="which in-flight cohort the engine runs next: 'deepest' finishes started texts first (low "

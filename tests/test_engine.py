@@ -119,3 +119,13 @@ def test_settings_choose_the_engine_policy():
     assert build_engine(Settings(engine_policy="largest"), model=model).policy == "largest"
     with pytest.raises(ValueError):
         Settings(engine_policy="fastest")
+
+
+def test_engine_mode_auto_is_compact_on_cpu_and_refill_on_gpu():
+    from pipeline.inference import build_engine, engine_mode
+    from pipeline.settings import Settings
+
+    assert build_engine(Settings(), model=tiny_classifier("bert")).mode == "compact"
+    assert build_engine(Settings(engine_mode="refill"), model=tiny_classifier("bert")).mode == "refill"
+    assert engine_mode(Settings(device="cuda")) == "refill"
+    assert engine_mode(Settings(device="cuda", engine_mode="static")) == "static"

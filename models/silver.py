@@ -71,6 +71,7 @@ __all__ = [
     "common_words",
     "read_sources",
     "text_key",
+    "wordnet_sentences",
     "write_conll",
     "write_silver",
 ]
@@ -359,6 +360,77 @@ def build_silver(texts: Sequence[SilverText], labeller: SilverLabeller | None = 
     return kept, stats
 
 
+#: WordNet lexicographer files whose capitalised lemmas are entities: noun.location, noun.object
+#: (rivers, mountains: "Amazon River", "Mount Everest"), noun.person. noun.group (14) may hold an
+#: organisation: its lemmas are ignored. Every other sense of a word is ``O``.
+_WN_ENTITY: Final[dict[int, str]] = {15: "LOC", 17: "LOC", 18: "PER"}
+_WN_GROUP: Final[int] = 14
+#: Most WordNet glosses used per ambiguous word that merely mention it (in lower case).
+WORDNET_MENTIONS: Final[int] = 20
+WORDNET_LICENSE: Final[str] = "WordNet 3.0 (Princeton University, WordNet 3.0 license: free use with notice)"
+
+
+def wordnet_sentences(wn_dir: Path, words: Collection[str],
+                      mentions: int = WORDNET_MENTIONS) -> tuple[list[TaggedSentence], dict[str, int]]:
+    """Dictionary senses of the ambiguous ``words`` (folded) from a WordNet 3.0 database directory
+    (Debian ``wordnet-base``: ``/usr/share/wordnet``).
+
+    * every synset with one of the words as a lemma -> ``"<lemma> : <gloss>"``, the lemma tagged by
+      its lexicographer file (``Amazon River`` LOC, ``Henry Ford``'s ``Ford`` PER, ``apple`` the
+      fruit O, a noun.group lemma ignored);
+    * up to ``mentions`` glosses per word that use it in lower case ("... rose bushes or apple
+      trees") -> the gloss.
+
+    Gloss words: ``O`` without an upper-case letter, else ignored (a name the dictionary does not
+    tag here). The uncased tagger learns the words' ordinary senses, which the financial corpora
+    lack ("apple growers", "shell companies", "the Amazon basin")."""
+    out: list[TaggedSentence] = []
+    counts: Counter[str] = Counter()
+    used: Counter[str] = Counter()
+    multi = sorted((w for w in words if " " in w), key=len, reverse=True)
+    single = {w for w in words if " " not in w}
+    for part in ("noun", "verb", "adj", "adv"):
+        path = Path(wn_dir) / f"data.{part}"
+        if not path.is_file():
+            raise FileNotFoundError(f"WordNet: {path} not found (Debian package wordnet-base)")
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith(" ") or " | " not in line:
+                continue  # licence header
+            head, gloss = line.split(" | ", 1)
+            fields = head.split()
+            lexfile, n = int(fields[1]), int(fields[3], 16)
+            lemmas = [re.sub(r"\(\w+\)$", "", w).replace("_", " ") for w in fields[4 : 4 + 2 * n : 2]]
+            gloss = gloss.strip()
+            gloss_words = _words(gloss)
+            gloss_tags = ["O" if not any(c.isupper() for c in w) else IGNORE_TAG for w, _ in gloss_words]
+            hit = next((lem for lem in lemmas if fold(lem) in words), None)
+            if hit is not None:
+                if lexfile == _WN_GROUP:
+                    kind = IGNORE_TAG
+                elif lexfile in _WN_ENTITY and hit[0].isupper():
+                    kind = _WN_ENTITY[lexfile]
+                else:
+                    kind = "O"
+                lemma_words = [w for w, _ in _words(hit)]
+                if kind in ("O", IGNORE_TAG):
+                    lemma_tags = [kind] * len(lemma_words)
+                else:
+                    lemma_tags = [f"B-{kind}"] + [f"I-{kind}"] * (len(lemma_words) - 1)
+                out.append(TaggedSentence(lemma_words + [":"] + [w for w, _ in gloss_words],
+                                          lemma_tags + ["O"] + gloss_tags))
+                counts[f"lemma_{kind if kind != IGNORE_TAG else 'ignored'}"] += 1
+                continue
+            low = " ".join(w for w, _ in gloss_words)
+            found = [w for w in multi if f" {w} " in f" {low} "]
+            found += [w for w, _ in gloss_words if w in single]
+            for w in found[:1]:
+                if used[w] < mentions:
+                    used[w] += 1
+                    out.append(TaggedSentence([w for w, _ in gloss_words], gloss_tags))
+                    counts["gloss_mention"] += 1
+    return out, dict(counts)
+
+
 def write_conll(sentences: Iterable[TaggedSentence], path: Path) -> None:
     """``token<TAB>tag`` lines, a blank line between sentences."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -369,7 +441,8 @@ def write_conll(sentences: Iterable[TaggedSentence], path: Path) -> None:
 
 
 def write_silver(data_dir: Path, out: Path, exclude: Iterable[Path] = (), progress: bool = True,
-                 ambiguous_cap: int = AMBIGUOUS_CAP, no_org_ratio: float = NO_ORG_RATIO, seed: int = 13) -> dict[str, Any]:
+                 ambiguous_cap: int = AMBIGUOUS_CAP, no_org_ratio: float = NO_ORG_RATIO, seed: int = 13,
+                 wordnet: Path | None = None) -> dict[str, Any]:
     """``finsent silver-ner``: read the sources under ``data_dir``, label, write ``out`` (CoNLL)
     and ``out.meta.json`` (sources, licence, statistics; ``models.train_tagger`` reads the
     licence from it). ``exclude``: JSONL files whose ``text`` fields must stay out (the linking
@@ -377,8 +450,16 @@ def write_silver(data_dir: Path, out: Path, exclude: Iterable[Path] = (), progre
     banned = [orjson.loads(line)["text"] for path in exclude
               for line in Path(path).read_bytes().splitlines() if line.strip()]
     texts = read_sources(data_dir, exclude=banned)
-    sentences, stats = build_silver(texts, progress=progress, ambiguous_cap=ambiguous_cap,
+    labeller = SilverLabeller(common=common_words(t.text for t in texts))
+    sentences, stats = build_silver(texts, labeller, progress=progress, ambiguous_cap=ambiguous_cap,
                                     no_org_ratio=no_org_ratio, seed=seed)
+    if wordnet is not None:
+        words = {fold(a.text) for a in labeller.universe.aliases if a.ambiguous}
+        extra, wn_counts = wordnet_sentences(wordnet, words)
+        sentences += extra
+        stats["wordnet"] = wn_counts
+        stats["license"] += "; " + WORDNET_LICENSE
+    stats["sentences"] = len(sentences)
     write_conll(sentences, out)
     stats = {"sources": [rel for _, rel in SOURCES], "excluded_texts": len(banned), **stats}
     Path(str(out) + META_SUFFIX).write_bytes(orjson.dumps(stats, option=orjson.OPT_INDENT_2))

@@ -218,6 +218,9 @@ def silver_ner(
         help="most texts in which one ambiguous name ('Amazon') is labelled ORG; later ones are ignored")] = 5,
     no_org_ratio: Annotated[float, typer.Option(
         help="company-free texts to add, per text kept for its labels (seeded sample)")] = 1.0,
+    wordnet: Annotated[Path | None, typer.Option(
+        help="WordNet 3.0 database dir (Debian wordnet-base: /usr/share/wordnet): add the dictionary senses "
+             "of the ambiguous names ('apple' the fruit, 'Amazon River' LOC)")] = None,
     seed: int = 13,
 ) -> None:
     """Silver ORG labels for the tagger from the sentiment corpora, by the linker's strong evidence.
@@ -230,10 +233,10 @@ def silver_ner(
 
     try:
         stats = write_silver(data_dir, out, exclude or (), ambiguous_cap=ambiguous_cap, no_org_ratio=no_org_ratio,
-                             seed=seed)
+                             seed=seed, wordnet=wordnet)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc))
-    typer.echo(orjson.dumps({"out": str(out), **{k: stats[k] for k in ("texts", "kept", "tags", "rules")}}).decode())
+    typer.echo(orjson.dumps({"out": str(out), **{k: stats.get(k) for k in ("texts", "kept", "sentences", "tags", "rules", "wordnet")}}).decode())
 
 
 @app.command("train-tagger")

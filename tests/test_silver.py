@@ -184,6 +184,13 @@ def test_cli_silver_then_train_tagger_on_two_files(tmp_path):
     res = runner.invoke(app, ["silver-ner", "--out", str(silver), "--data-dir", str(tmp_path / "data")])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["kept"] >= 5
+    _fake_wordnet(tmp_path / "wn")
+    res = runner.invoke(app, ["silver-ner", "--out", str(tmp_path / "wn.conll"), "--data-dir", str(tmp_path / "data"),
+                              "--wordnet", str(tmp_path / "wn")])
+    assert res.exit_code == 0, res.output
+    line = json.loads(res.stdout.strip().splitlines()[-1])
+    assert line["wordnet"]["lemma_LOC"] == 1 and line["sentences"] > line["kept"]
+    assert "WordNet" in json.loads((tmp_path / ("wn.conll" + META_SUFFIX)).read_text())["license"]
     res = runner.invoke(app, ["silver-ner", "--out", str(silver), "--data-dir", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and "not found" in res.output
 
@@ -206,3 +213,42 @@ def test_cli_silver_then_train_tagger_on_two_files(tmp_path):
     partial.write_text("Apple\t-\ngrowers\tO\n\nprice\tO\ntarget\t-\n\n")
     res = runner.invoke(app, ["train-tagger", "--data", str(partial), "--out", str(tmp_path / "m2"), *common])
     assert res.exit_code == 2 and "--valid" in res.output
+
+
+def _fake_wordnet(root):
+    root.mkdir()
+    noun = [
+        "  1 This software and database is being provided to you, the LICENSEE, by Princeton University",
+        "09230041 17 n 02 Amazon 0 Amazon_River 0 000 | a major South American river",
+        "01818299 05 n 01 amazon 0 000 | mainly green tropical American parrots",
+        "11065304 18 n 02 Ford 0 Henry_Ford 0 000 | United States manufacturer of automobiles",
+        "07739125 13 n 01 apple 0 000 | fruit with red or yellow or green skin",
+        "08000000 14 n 01 Target 0 000 | a group that is aimed at",
+        "02175014 05 n 01 rose_chafer 0 000 | beetle that feeds on rose bushes or apple trees",
+        "02175015 05 n 01 mealybug 0 000 | pest on citrus and apple trees",
+        "02175016 05 n 01 sapling 0 000 | young tree",
+    ]
+    (root / "data.noun").write_text("\n".join(noun) + "\n")
+    (root / "data.verb").write_text("01000000 35 v 01 target 0 000 | intend (something) to move towards a target\n")
+    (root / "data.adj").write_text("")
+    (root / "data.adv").write_text("")
+
+
+def test_wordnet_senses_of_ambiguous_words(tmp_path):
+    from models.silver import wordnet_sentences
+
+    _fake_wordnet(tmp_path / "wn")
+    sents, counts = wordnet_sentences(tmp_path / "wn", {"amazon", "ford", "apple", "target"}, mentions=1)
+    got = [list(zip(s.tokens, s.tags))[:3] for s in sents]
+    assert got == [
+        [("Amazon", "B-LOC"), (":", "O"), ("a", "O")],  # noun.object, capitalised: a river
+        [("amazon", "O"), (":", "O"), ("mainly", "O")],  # the parrot
+        [("Ford", "B-PER"), (":", "O"), ("United", X)],  # noun.person
+        [("apple", "O"), (":", "O"), ("fruit", "O")],
+        [("Target", X), (":", "O"), ("a", "O")],  # noun.group: may be an organisation
+        [("beetle", "O"), ("that", "O"), ("feeds", "O")],  # a gloss mentioning "apple" (1 allowed)
+        [("target", "O"), (":", "O"), ("intend", "O")],
+    ]
+    assert counts == {"lemma_LOC": 1, "lemma_O": 3, "lemma_PER": 1, "lemma_ignored": 1, "gloss_mention": 1}
+    with pytest.raises(FileNotFoundError, match="wordnet-base"):
+        wordnet_sentences(tmp_path / "missing", {"apple"})

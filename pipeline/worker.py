@@ -357,7 +357,13 @@ class Worker:
         for t in [*tasks, stopper, *self._score_tasks]:
             t.cancel()
         await asyncio.gather(*tasks, stopper, *self._score_tasks, return_exceptions=True)
-        await self._commit()
+        # Bounded: during a rebalance a commit can wait on the group; what it would have committed
+        # is re-delivered to the next owner and de-duplicated, so shutdown need not hang on it.
+        try:
+            await asyncio.wait_for(self._commit(), self.drain_timeout_s)
+        except TimeoutError:
+            log.warning("final offset commit timed out after %.0fs; the next owner re-reads and de-duplicates",
+                        self.drain_timeout_s)
 
     async def _drain(self, outstanding: Callable[[], int], why: str) -> bool:
         """Wait (bounded) until ``outstanding()`` is 0 while the pipeline keeps running."""

@@ -124,7 +124,7 @@ def test_self_distillation_is_zero_only_when_every_exit_agrees_with_the_last():
     differ = same.clone()
     differ[0] = torch.tensor([-1.0, 0.0, 2.0])
     loss = self_distillation(differ.requires_grad_())
-    assert float(loss) > 0.1
+    assert loss.item() > 0.1
     loss.backward()
     assert differ.grad[-1].abs().sum() == 0  # the teacher (last exit) is detached
 

@@ -217,7 +217,7 @@ def silver_ner(
     ambiguous_cap: Annotated[int, typer.Option(
         help="most texts in which one ambiguous name ('Amazon') is labelled ORG; later ones are ignored")] = 5,
     no_org_ratio: Annotated[float, typer.Option(
-        help="company-free texts to add, per text kept for its labels (seeded sample)")] = 1.0,
+        help="company-free texts to add, per text kept for its labels (seeded sample)")] = 0.0,
     wordnet: Annotated[Path | None, typer.Option(
         help="WordNet 3.0 database dir (Debian wordnet-base: /usr/share/wordnet): add the dictionary senses "
              "of the ambiguous names ('apple' the fruit, 'Amazon River' LOC)")] = None,

@@ -87,11 +87,11 @@ class Settings(BaseSettings):
     )
     engine_queue: int = Field(4096, ge=1, description="texts waiting in the engine before submitters block")
     engine_mode: Literal["auto", "refill", "compact", "static"] = Field(
-        "auto",
+        "refill",
         description="'refill' (exited texts leave the batch, waiting ones take their slots: ELBERT's GPU "
-        "method), 'compact' (exited texts leave; a new batch starts when the last one is done), or 'auto' = "
-        "refill on GPU, compact on CPU, where a full batch buys little and a stream of tiny refills costs "
-        "more than it saves (bench/engine.py, bench/engine_latency.py)",
+        "method; also the better end-to-end choice on this CPU: bench/pipeline.py, FINSENT_ENGINE_MODE=compact vs "
+        "refill back to back), 'compact' (exited texts leave; a new batch starts when the last one is done), "
+        "'static', or 'auto' = refill on GPU, compact on CPU",
     )
     engine_policy: Literal["deepest", "largest"] = Field(
         "deepest",

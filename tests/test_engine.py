@@ -121,11 +121,12 @@ def test_settings_choose_the_engine_policy():
         Settings(engine_policy="fastest")
 
 
-def test_engine_mode_auto_is_compact_on_cpu_and_refill_on_gpu():
+def test_engine_mode_setting_and_auto():
     from pipeline.inference import build_engine, engine_mode
     from pipeline.settings import Settings
 
-    assert build_engine(Settings(), model=tiny_classifier("bert")).mode == "compact"
-    assert build_engine(Settings(engine_mode="refill"), model=tiny_classifier("bert")).mode == "refill"
+    assert build_engine(Settings(), model=tiny_classifier("bert")).mode == "refill"
+    assert build_engine(Settings(engine_mode="compact"), model=tiny_classifier("bert")).mode == "compact"
+    assert engine_mode(Settings(engine_mode="auto")) == "compact"
     assert engine_mode(Settings(device="cuda")) == "refill"
     assert engine_mode(Settings(device="cuda", engine_mode="static")) == "static"

@@ -160,7 +160,7 @@ class Worker:
         session_timeout_ms: Kafka consumer session timeout (short in tests: a member that died
             uncleanly blocks its group's rebalance until this expires).
         max_outstanding: most fetched-but-not-done messages (back-pressure); default
-            ``8 * max_batch``.
+            ``16 * max_batch`` (deep enough that the engine is not starved while the sinks catch up).
         max_inflight_batches: most micro-batches inside ``engine.predict`` at once.
         commit_interval_s: how often done offsets are committed.
         drain_timeout_s: how long shutdown and rebalances wait for in-flight work.
@@ -189,7 +189,7 @@ class Worker:
         # settings.tagger replaces it at start with a tagger-backed linker (pipeline.inference)
         self.linker: Linker = default_linker()
         self.session_timeout_ms = session_timeout_ms
-        self.max_outstanding = max_outstanding or 8 * settings.max_batch
+        self.max_outstanding = max_outstanding or 16 * settings.max_batch
         self.max_inflight_batches = max_inflight_batches
         self.commit_interval_s = commit_interval_s
         self.drain_timeout_s = drain_timeout_s

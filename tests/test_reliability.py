@@ -96,7 +96,7 @@ def test_poison_and_hostile_input_are_dead_lettered_or_handled_safely(
     c = row["checks"]
     assert c["hostile_not_safely_handled"] == []
     assert c["hostile_sent"] == 80 and c["max_message_bytes"] > 1_000_000
-    # bounded: at most max_outstanding (8 x 32) messages of <= ~1 MB are held at once
+    # bounded: at most max_outstanding (16 x 32) messages of <= ~1 MB are held at once
     assert c["rss_mb_peak"] - c["rss_mb_before"] < 400, c
 
 

@@ -83,21 +83,21 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def sample_messages() -> list[dict]:
-    """The bundled feed's records, each guaranteed to link at least one ticker."""
-    from pipeline.linking import link
+    """The bundled feed's records, each guaranteed to link at least one ticker with the linker the
+    worker builds from the same settings (``FINSENT_TAGGER`` included)."""
+    from pipeline.inference import build_linker
     from pipeline.schemas import parse_input
+    from pipeline.settings import Settings
 
     now = time.time_ns() // 1_000_000
-    out = []
-    for line in SAMPLE_FEED.read_bytes().splitlines():
-        if not line.strip():
-            continue
-        rec = orjson.loads(line)
+    recs = [orjson.loads(line) for line in SAMPLE_FEED.read_bytes().splitlines() if line.strip()]
+    for rec in recs:
         rec["published_at"] = now
-        if not link(parse_input(orjson.dumps(rec), now_ms=now)):
+    links = build_linker(Settings()).link_many([parse_input(orjson.dumps(r), now_ms=now) for r in recs])
+    for rec, rec_links in zip(recs, links, strict=True):
+        if not rec_links:
             rec["tickers"] = [FALLBACK_TICKER]
-        out.append(rec)
-    return out
+    return recs
 
 
 def resolve_model(arg: Path | None) -> tuple[Path, str]:

@@ -65,6 +65,7 @@ if str(ROOT) not in sys.path:  # runnable as a plain script from anywhere
 
 import numpy as np
 import orjson
+from model_choice import resolve_model
 
 SAMPLE_FEED = ROOT / "pipeline" / "data" / "sample_feed.jsonl"
 SESSION_TIMEOUT_MS = 6000  # Tansu holds a fresh group's first JoinGroup for half of this
@@ -98,22 +99,6 @@ def sample_messages() -> list[dict]:
         if not rec_links:
             rec["tickers"] = [FALLBACK_TICKER]
     return recs
-
-
-def resolve_model(arg: Path | None) -> tuple[Path, str]:
-    from models.elbert import DEFAULT_MODEL_DIR
-
-    if arg is not None:
-        return arg, "--model"
-    if (DEFAULT_MODEL_DIR / "config.json").exists():
-        return DEFAULT_MODEL_DIR, "shipped"
-    env = os.environ.get("FINSENT_MODEL_DIR")
-    if env and (Path(env) / "config.json").exists():
-        return Path(env), "FINSENT_MODEL_DIR (shipped model missing)"
-    sys.exit(
-        f"error: no model: {DEFAULT_MODEL_DIR}/config.json is missing and FINSENT_MODEL_DIR is not a model "
-        "directory (build the shipped model with models/artifacts/build_default.sh or pass --model)"
-    )
 
 
 # --------------------------------------------------------------------------- engine alone

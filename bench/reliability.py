@@ -57,6 +57,7 @@ for p in (ROOT, ROOT / "tests"):  # runnable as a plain script; the scenarios li
         sys.path.insert(0, str(p))
 
 import orjson
+from model_choice import resolve_model
 
 ORDER = ("poison", "redis", "broker_pause", "broker_restart", "two_sigterm", "two_sigkill", "sigkill", "soak")
 FULL = {
@@ -83,19 +84,6 @@ QUICK = {
 
 def log(msg: str) -> None:
     print(f"[bench/reliability {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def resolve_model(arg: Path | None) -> tuple[Path, str]:
-    from models.elbert import DEFAULT_MODEL_DIR
-
-    if arg is not None:
-        return arg, "--model"
-    if (DEFAULT_MODEL_DIR / "config.json").exists():
-        return DEFAULT_MODEL_DIR, "shipped"
-    env = os.environ.get("FINSENT_MODEL_DIR")
-    if env and (Path(env) / "config.json").exists():
-        return Path(env), "FINSENT_MODEL_DIR (shipped model missing)"
-    sys.exit(f"error: no model: {DEFAULT_MODEL_DIR}/config.json is missing; pass --model")
 
 
 async def run_all(names: list[str], sizes: dict[str, dict], env, workdir: Path) -> tuple[list[dict], dict]:

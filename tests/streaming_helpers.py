@@ -7,9 +7,11 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -184,6 +186,16 @@ async def produce(
         return list(await asyncio.gather(*futures))
     finally:
         await producer.stop()
+
+
+async def wait_drained(worker: Any, task: asyncio.Task[None], timeout_s: float, *, applied_at_least: int = 0) -> None:
+    """Poll until the in-process ``worker`` has applied ``applied_at_least`` documents and has
+    nothing in flight; fail if its ``task`` ends first or ``timeout_s`` passes."""
+    t0 = time.monotonic()
+    while worker.counts["applied"] < applied_at_least or not await worker.drained():
+        assert not task.done(), "worker exited early"
+        assert time.monotonic() - t0 < timeout_s, f"not drained after {timeout_s:.0f} s: {worker.counts}"
+        await asyncio.sleep(0.25)
 
 
 # ---------------------------------------------------------------------------- worker processes

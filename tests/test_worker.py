@@ -33,6 +33,7 @@ from streaming_helpers import (
     read_topic,
     spawn_worker,
     valid_message,
+    wait_drained,
 )
 
 from pipeline.aggregate import recompute, recompute_states
@@ -161,10 +162,7 @@ def mixed_run(broker: EmbeddedBroker, redis_server_url: str, engine: object) -> 
         t0 = time.monotonic()
         task = asyncio.create_task(worker.run())
         try:
-            while not await worker.drained():
-                assert not task.done(), "worker exited early"
-                assert time.monotonic() - t0 < 240, f"not drained after 240 s: {worker.counts}"
-                await asyncio.sleep(0.25)
+            await wait_drained(worker, task, 240)
         finally:
             worker.stop()
             await task

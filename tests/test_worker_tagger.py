@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import orjson
-from streaming_helpers import T0, produce, read_topic
+from streaming_helpers import T0, produce, read_topic, wait_drained
 
 from pipeline.inference import build_engine, build_linker
 from pipeline.infra import EmbeddedBroker, create_topics
@@ -48,12 +47,8 @@ def test_worker_links_ambiguous_names_with_the_tagger(broker: EmbeddedBroker, re
         engine = build_engine(s).start()
         worker = Worker(s, engine=engine, session_timeout_ms=6000)
         task = asyncio.create_task(worker.run())
-        t0 = time.monotonic()
         try:
-            while not await worker.drained():
-                assert not task.done(), "worker exited early"
-                assert time.monotonic() - t0 < 120, f"not drained: {worker.counts}"
-                await asyncio.sleep(0.25)
+            await wait_drained(worker, task, 120)
         finally:
             worker.stop()
             await task

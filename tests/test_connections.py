@@ -14,6 +14,7 @@ import orjson
 import pytest
 import redis
 from pydantic import SecretStr, ValidationError
+from streaming_helpers import wait_drained
 from tls_helpers import Certs, TlsRedis, make_certs, tls_redis
 
 from pipeline.connections import (
@@ -273,11 +274,7 @@ def test_worker_over_tls_redis_logs_no_secret(
         worker = Worker(s, session_timeout_ms=6000)
         task = asyncio.create_task(worker.run())
         try:
-            deadline = time.monotonic() + 120
-            while not await worker.drained():
-                assert not task.done(), "worker exited early"
-                assert time.monotonic() < deadline, f"not drained: {worker.counts}"
-                await asyncio.sleep(0.2)
+            await wait_drained(worker, task, 120)
         finally:
             worker.stop()
             await task

@@ -8,10 +8,10 @@ project's development machines have none: tests/test_deploy.py covers the files 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import pytest
+from streaming_helpers import wait_drained
 
 from pipeline.connections import redis_sync_client
 from pipeline.demo import SAMPLE_FEED
@@ -65,12 +65,8 @@ def test_worker_end_to_end_on_real_kafka_and_redis(containers: tuple[str, str]) 
         assert sum(report.sent.values()) == len(valid)
         worker = Worker(s, session_timeout_ms=10_000)
         task = asyncio.create_task(worker.run())
-        deadline = time.monotonic() + 300
         try:
-            while not await worker.drained():
-                assert not task.done(), "worker exited early"
-                assert time.monotonic() < deadline, f"not drained after 300 s: {worker.counts}"
-                await asyncio.sleep(0.5)
+            await wait_drained(worker, task, 300)
         finally:
             worker.stop()
             await task

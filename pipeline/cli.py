@@ -179,7 +179,8 @@ def link_(
     tagger: Annotated[str | None, typer.Option(
         help="ORG tagger that settles ambiguous names ('Apple', 'Target'): 'default' or a tagger directory")] = None,
     fallback: Annotated[str, typer.Option(
-        help="without --tagger, ambiguous names need: 'cues' (context such as 'Apple shares') | 'none'")] = "cues",
+        help="ambiguous names the tagger did not confirm (all, without --tagger) need: "
+             "'cues' (context such as 'Apple shares') | 'none'")] = "cues",
 ) -> None:
     """Link texts to tickers; prints one JSON line per text, in input order.
 

@@ -299,12 +299,41 @@ class FakeTagger:
 
 def test_tagger_decides_ambiguous_names(universe) -> None:
     tagger = FakeTagger({"Apple": 0.98, "Target": 0.3})
-    lk = Linker(universe, tagger)
-    (a,) = lk.link_text("Apple's Reality Labs lose money")  # no cue: only the tagger can tell
+    strict = Linker(universe, tagger, fallback="none")
+    (a,) = strict.link_text("Apple's Reality Labs lose money")  # no cue: only the tagger can tell
     assert (a.symbol, a.method, a.confidence, a.relevance) == ("AAPL", "name", 0.98, NAME_WEIGHT)
-    assert syms(lk, "Target shares fall") == []  # below the ORG threshold; cues are not used
-    assert syms(lk, "Ford recalls trucks") == []  # not ORG
-    assert syms(lk, "Nvidia rises") == ["NVDA"]  # unambiguous names need no tagger
+    assert syms(strict, "Target shares fall") == []  # below the ORG threshold
+    assert syms(strict, "Ford recalls trucks") == []  # not ORG
+    assert syms(strict, "Nvidia rises") == ["NVDA"]  # unambiguous names need no tagger
+    # the default fallback: context cues settle what the tagger did not confirm
+    lk = Linker(universe, tagger)
+    assert syms(lk, "Target shares fall") == ["TGT"] and syms(lk, "Ford recalls trucks") == ["F"]
+    assert [t.confidence for t in lk.link_text("Target shares fall")] == [None]  # a cue, not the tagger
+    assert syms(lk, "Ford pickup trucks") == []  # neither
+
+
+@pytest.mark.parametrize(
+    ("org", "text", "expected"),
+    [
+        # an ORG entity that is a longer name is another organisation
+        ("Ford Foundation", "Ford Foundation pledges $1 billion to racial justice", []),
+        ("Harrison Ford", "Harrison Ford stars in a new thriller", []),
+        ("Duke University", "Duke University endowment returns 11%", []),
+        # ... unless what it adds is a legal suffix or a possessive
+        ("Target Corp.", "Target Corp. opens 20 stores in Texas", ["TGT"]),
+        ("Apple's", "Apple's services revenue hits a record", ["AAPL"]),
+        # the tagger marked the name alone, but a capitalised word is glued to it: a longer name
+        ("Hilton", "Hilton Head island tourism rebounds", []),
+        ("Williams", "Fed's Williams expects inflation to ease", []),
+        ("Chase", "Chase Elliott wins the NASCAR race at Daytona", []),
+        # an all-caps word after it is no name ("Caterpillar CEO"); title case proves nothing
+        ("Caterpillar", "Caterpillar CEO warns of a tariff hit", ["CAT"]),
+        ("Hilton", "Hilton Names New Chief Financial Officer", ["HLT"]),
+        ("Apple", "Analysts like Apple again", ["AAPL"]),
+    ],
+)
+def test_tagger_entity_must_be_the_name(universe, org: str, text: str, expected: list[str]) -> None:
+    assert syms(Linker(universe, FakeTagger({org: 0.99}), fallback="none"), text) == expected
 
 
 def test_tagger_runs_once_per_batch_on_texts_that_need_it(universe) -> None:
@@ -361,13 +390,15 @@ def test_module_link_and_feed_resolution() -> None:
 # The gold set: tests/fixtures/linking_gold.jsonl
 
 sys.path.insert(0, str(ROOT))
-from bench.linking import evaluate, load_gold, oracle_tagger
+from bench.linking import BLIND, evaluate, load_gold, oracle_tagger
 
-#: config -> (min precision, min recall). Add the real tagger here when it is wired in:
-#:     "tagger": (0.95, 0.90),
-GOLD_THRESHOLDS: dict[str, tuple[float, float]] = {
-    "cues": (0.95, 0.90),
-    "oracle": (0.95, 0.95),
+#: config -> (slice, min precision, min recall). ``development`` leaves out the 100 texts written
+#: blind to test the tagger rules (tag ``heldout-tagger``), where the cues' recall is 0.53: the
+#: cue lists were written alongside the development slice (bench/linking.py reports both).
+GOLD_THRESHOLDS: dict[str, tuple[str, float, float]] = {
+    "cues": ("development", 0.95, 0.90),
+    "oracle": ("all", 0.95, 0.95),
+    "tagger": ("all", 0.95, 0.90),
 }
 
 
@@ -382,10 +413,19 @@ def test_gold_set_shape() -> None:
 
 @pytest.mark.parametrize("config", sorted(GOLD_THRESHOLDS))
 def test_gold_precision_recall(universe, config: str) -> None:
+    gold_slice, p_min, r_min = GOLD_THRESHOLDS[config]
     gold = load_gold()
-    lk = Linker(universe) if config == "cues" else Linker(universe, oracle_tagger(universe, gold))
+    if gold_slice == "development":
+        gold = [g for g in gold if BLIND not in g["tags"]]
+    if config == "cues":
+        lk = Linker(universe)
+    elif config == "oracle":
+        lk = Linker(universe, oracle_tagger(universe, gold), fallback="none")
+    else:  # the shipped tagger artifact, as `finsent worker --tagger default` runs it
+        from models.tagger import TokenTagger
+
+        lk = Linker(universe, TokenTagger.load().org_spans)
     res = evaluate(lk, gold)
-    p_min, r_min = GOLD_THRESHOLDS[config]
     assert res["precision"] >= p_min and res["recall"] >= r_min, (
         res["precision"],
         res["recall"],

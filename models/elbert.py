@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -125,20 +126,40 @@ class ElbertClassifier(nn.Module):
         """Token ids per text (truncated to ``max_length``) and whether each one was truncated."""
         if self.tokenizer is None:
             raise RuntimeError("this classifier has no tokenizer")
-        enc = self.tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
+        raw = self._raw_tokenizer()
+        if raw is not None:
+            enc = [e.ids for e in raw.encode_batch(list(texts), add_special_tokens=True)]
+        else:
+            enc = self.tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
         limit = self.config.max_length
         ids = [e if len(e) <= limit else e[: limit - 1] + e[-1:] for e in enc]
         return ids, [len(e) > limit for e in enc]
+
+    def _raw_tokenizer(self) -> Tokenizer | None:
+        """The fast tokenizer's Rust core, without truncation or padding, or None (slow tokenizer).
+
+        Calling it directly skips the transformers wrapper's per-text Python conversion, which
+        was most of the tokenisation cost on the worker's event loop; the ids are the same.
+        """
+        cached = self.__dict__.get("_raw")
+        if cached is None or cached[0] is not self.tokenizer:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            raw = None
+            if isinstance(backend, Tokenizer):
+                raw = Tokenizer.from_str(backend.to_str())
+                raw.no_truncation()
+                raw.no_padding()
+            cached = (self.tokenizer, raw)
+            self.__dict__["_raw"] = cached
+        return cached[1]
 
     @staticmethod
     def pad(ids: list[list[int]], pad_id: int = 0, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad token lists -> input_ids [B, T], attention_mask [B, T]."""
         width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, x in enumerate(ids):
-            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            attention[i, : len(x)] = 1
+        # one tensor from nested lists: ~3x faster than filling rows, and it runs on the engine thread
+        input_ids = torch.tensor([x + [pad_id] * (width - len(x)) for x in ids], dtype=torch.long)
+        attention = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], dtype=torch.long)
         return input_ids.to(device), attention.to(device)
 
     @property

@@ -63,10 +63,35 @@ class Prediction:
     truncated: bool = False
 
 
+class _Batch:
+    """The samples of one submit call: one Future for all their predictions, in input order.
+
+    Per-batch (not per-sample) completion: each completed Future wakes the caller's event loop
+    from the engine thread, and under load one wake-up per sample cost the event loop and the
+    engine thread measurable time for nothing (the worker needs the whole batch anyway).
+    """
+
+    __slots__ = ("future", "remaining", "results")
+
+    def __init__(self, n: int) -> None:
+        self.future: Future[list[Prediction]] = Future()
+        self.results: list[Prediction | None] = [None] * n
+        self.remaining = n
+        if n == 0:
+            self.future.set_result([])
+
+    def fill(self, index: int, pred: Prediction) -> None:
+        self.results[index] = pred
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.future.set_result(self.results)  # type: ignore[arg-type]  # every slot is filled
+
+
 @dataclass
 class _Request:
     ids: list[int]
-    future: Future
+    batch: _Batch
+    index: int  # position in its batch
     truncated: bool
     t_submit: float
     t_admit: float = 0.0
@@ -177,11 +202,15 @@ class EarlyExitEngine:
         return len(self._waiting)
 
     def submit_ids(self, ids: list[list[int]], truncated: list[bool] | None = None,
-                   block: bool = True) -> list[Future]:
-        """Queue token-id lists; returns one Future[Prediction] each. Blocks while the queue is full."""
+                   block: bool = True) -> Future[list[Prediction]]:
+        """Queue token-id lists; returns one Future of their predictions, in input order.
+
+        Blocks while the queue is full (``block=False``: raises ``BlockingIOError``).
+        """
         now = time.perf_counter()
         truncated = truncated or [False] * len(ids)
-        reqs = [_Request(x, Future(), t, now) for x, t in zip(ids, truncated)]
+        batch = _Batch(len(ids))
+        reqs = [_Request(x, batch, i, t, now) for i, (x, t) in enumerate(zip(ids, truncated))]
         with self._cv:
             for r in reqs:
                 while len(self._waiting) >= self.max_queue and self._thread is not None and not self._closing:
@@ -193,16 +222,15 @@ class EarlyExitEngine:
                     raise RuntimeError("engine is closed")
                 self._waiting.append(r)
             self._cv.notify_all()
-        return [r.future for r in reqs]
+        return batch.future
 
     def run(self, ids: list[list[int]], truncated: list[bool] | None = None) -> list[Prediction]:
         """Score token-id lists and return results in input order."""
-        if self._thread is not None:
-            return [f.result() for f in self.submit_ids(ids, truncated)]
-        futures = self.submit_ids(ids, truncated)
-        while self._waiting or self._cohorts:
-            self.step()
-        return [f.result() for f in futures]
+        future = self.submit_ids(ids, truncated)
+        if self._thread is None:
+            while self._waiting or self._cohorts:
+                self.step()
+        return future.result()
 
     def predict_texts(self, texts: list[str]) -> list[Prediction]:
         ids, truncated = self.model.encode(texts)
@@ -224,10 +252,10 @@ class EarlyExitEngine:
             raise RuntimeError("engine thread failed") from self._error
         ids, truncated = self.model.encode(texts)
         if len(self._waiting) + len(ids) <= self.max_queue:
-            futures = self.submit_ids(ids, truncated)
+            future = self.submit_ids(ids, truncated)
         else:
-            futures = await asyncio.to_thread(self.submit_ids, ids, truncated)
-        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+            future = await asyncio.to_thread(self.submit_ids, ids, truncated)
+        return await asyncio.wrap_future(future)
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting work, finish what is queued and in flight, stop the thread."""
@@ -256,8 +284,8 @@ class EarlyExitEngine:
                 self._cohorts.clear()
                 self._cv.notify_all()
             for r in pending:
-                if not r.future.done():
-                    r.future.set_exception(exc)
+                if not r.batch.future.done():
+                    r.batch.future.set_exception(exc)
 
     @torch.inference_mode()
     def step(self) -> None:
@@ -431,7 +459,7 @@ class EarlyExitEngine:
         k = max(range(len(p)), key=p.__getitem__)
         self.stats.retired += 1
         self.stats.exit_layers.append(exit_layer)
-        r.future.set_result(Prediction(
+        r.batch.fill(r.index, Prediction(
             label=self.model.labels[k], label_index=k, probs=p, exit_layer=exit_layer,
             latency_ms=(now - r.t_admit) * 1000.0, queued_ms=(r.t_admit - r.t_submit) * 1000.0,
             truncated=r.truncated,

@@ -249,12 +249,11 @@ def run_backtest(
         for c in range(0, len(todo), chunk):
             part = todo[c : c + chunk]
             ids, truncated = engine.model.encode([m.text for m, _ in part])
-            futures = engine.submit_ids(ids, truncated)  # all at once: the batches do not depend on timing
+            future = engine.submit_ids(ids, truncated)  # all at once: the batches do not depend on timing
             # while the engine works; with a tagger, one call per chunk (the worker: per poll)
             msgs = [m for m, _ in part]
             links = [linker.link(m) for m in msgs] if linker.tagger is None else linker.link_many(msgs)
-            for (msg, where), msg_links, future in zip(part, links, futures, strict=True):
-                p = future.result()
+            for (msg, where), msg_links, p in zip(part, links, future.result(), strict=True):
                 done += 1
                 if on_progress is not None and (done % 256 == 0 or done == len(todo)):
                     on_progress(done, len(todo))

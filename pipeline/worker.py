@@ -387,6 +387,12 @@ class Worker:
                 await self._producer.stop()
         if self.engine is not None and self._own_engine:
             await asyncio.to_thread(self.engine.close)
+            st = self.engine.stats
+            log.info(
+                "engine: %d texts in %d layer calls, mean in-flight %.1f of %d, mean exit layer %.2f",
+                st.retired, st.layer_calls, st.mean_occupancy, self.engine.max_batch,
+                sum(st.exit_layers) / max(1, len(st.exit_layers)),
+            )  # fmt: skip
         if self._redis is not None:
             await self._redis.aclose()
         log.info("worker stopped (%s)", ", ".join(f"{k} {v}" for k, v in self.counts.items()))

@@ -61,16 +61,17 @@ def test_refill_keeps_the_batch_full_while_work_waits():
     model = MODELS[("bert", False)]
     ids = random_ids(200, 7)
     engine = EarlyExitEngine(model, Entropy(0.6), max_batch=16, mode="refill")
-    futures = engine.submit_ids(ids)
+    future = engine.submit_ids(ids)
     sizes = []
     while engine.waiting:
         engine.step()
         if engine.waiting:  # work still waited after this step's admission
             sizes.append(engine.last_occupancy)
+            assert not future.done()  # one Future for the whole batch: done with its last sample
     assert len(sizes) > 10 and all(s == 16 for s in sizes), sizes
     while engine.in_flight:
         engine.step()
-    assert all(f.done() for f in futures)
+    assert len(future.result(timeout=0)) == len(ids)
 
 
 def test_static_early_exit_costs_as_much_as_its_slowest_sample():
@@ -91,12 +92,13 @@ async def test_async_front_backpressure_and_clean_shutdown():
     model.tokenizer = None
     ids = random_ids(50, 5)
     # predict() takes texts; here we drive the same path with ids through submit in a thread.
-    futs = await asyncio.to_thread(engine.submit_ids, ids)  # 50 > max_queue: submitter blocks, then proceeds
-    results = await asyncio.gather(*(asyncio.wrap_future(f) for f in futs))
+    fut = await asyncio.to_thread(engine.submit_ids, ids)  # 50 > max_queue: submitter blocks, then proceeds
+    results = await asyncio.wrap_future(fut)
     assert [r.exit_layer for r in results] == [reference_predict(model, x, Patience(2)).exit_layer for x in ids]
     more = engine.submit_ids(ids[:10])
     engine.close()  # finishes the queued work before the thread ends
-    assert all(f.done() and f.exception() is None for f in more)
+    assert more.done() and more.exception() is None and len(more.result()) == 10
+    assert engine.submit_ids([]).result(timeout=0) == []  # an empty batch is done at once
     assert not any(t.name == "finsent-engine" for t in threading.enumerate())
     with pytest.raises(RuntimeError, match="closed"):
         engine.submit_ids(ids[:1])

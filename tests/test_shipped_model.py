@@ -65,3 +65,18 @@ def test_engine_equals_reference_on_500_texts(model):
             layers = max(pred.exit_layer, ref.exit_layer)
             assert borderline(rule, exit_probs_one(model, x)[:layers]), (pred, ref)
     assert len({p.exit_layer for p in got}) > 1  # early exit really happens
+
+
+def test_encode_equals_the_transformers_tokenizer(model):
+    """``encode`` calls the Rust tokenizer directly; its ids must be the wrapper's, truncation aside."""
+    texts = [orjson.loads(line)["text"] for line in FEED.read_bytes().splitlines()[:200]]
+    texts += ["", "Ünïcödé — “quotes” $AAPL 🚀 über", "a\tb\nc  d", "word " * 300, "[CLS] [SEP] [PAD]"]
+    ids, truncated = model.encode(texts)
+    want = model.tokenizer(texts, truncation=False, add_special_tokens=True)["input_ids"]
+    limit = model.config.max_length
+    assert truncated == [len(w) > limit for w in want] and sum(truncated) == 1
+    assert ids == [w if len(w) <= limit else w[: limit - 1] + w[-1:] for w in want]
+    x, attn = ElbertClassifier.pad(ids[:3], pad_id=model.pad_id)
+    assert x.shape == attn.shape == (3, max(map(len, ids[:3])))
+    assert [int(a.sum()) for a in attn] == [len(i) for i in ids[:3]]
+    assert x[0, : len(ids[0])].tolist() == ids[0] and not x[attn == 0].any()

@@ -20,7 +20,10 @@ Phases (same process, same texts, same engine settings -- max batch, exit rule, 
 3. **backlog** -- send ``--backlog`` messages as fast as possible and time until the last one is
    applied: ``max_sustainable_per_s = backlog / (last apply - first send)`` (ramp-up and tail
    included, so it is a slight under-estimate; ``steady_per_s`` is the rate between the 10th
-   and 90th percentile of apply times).
+   and 90th percentile of apply times). ``cpu_ms_per_msg`` splits the machine's CPU time over
+   the drain by process (worker -- model included --, broker, Redis when local, this bench), and
+   ``engine.cpu_ms_per_text`` is the engine-alone figure: on a box this small, the other
+   processes' share is what the pipeline cannot give the model.
 4. **offered loads** -- for each fraction of ``max_sustainable_per_s`` (default 25/50/75/90%),
    an open-loop producer sends for ``--duration`` seconds: message ``i`` is due at
    ``t0 + i / rate`` and sent then (a late send does not shift later ones), then the phase waits
@@ -83,6 +86,27 @@ def pct(values: list[float], q: float) -> float | None:
 # --------------------------------------------------------------------------- inputs
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of process ``pid`` (all its threads), or None if unreadable."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_pid(url: str) -> int | None:
+    """The pid of the Redis server at ``url`` when it runs on this machine (INFO server)."""
+    import redis
+
+    try:
+        return int(redis.Redis.from_url(url, socket_timeout=1).info("server")["process_id"])
+    except Exception:  # noqa: BLE001 - a remote or unreachable server: no CPU accounting
+        return None
+
+
 def sample_messages() -> list[dict]:
     """The bundled feed's records, each guaranteed to link at least one ticker with the linker the
     worker builds from the same settings (``FINSENT_TAGGER`` included)."""
@@ -104,8 +128,8 @@ def sample_messages() -> list[dict]:
 # --------------------------------------------------------------------------- engine alone
 
 
-def engine_alone(settings, model, texts: list[str]) -> float:
-    """texts/s of the engine as the worker builds and runs it, fed ``texts`` directly.
+def engine_alone(settings, model, texts: list[str]) -> tuple[float, float]:
+    """(texts/s, CPU ms per text) of the engine as the worker builds and runs it, fed ``texts``.
 
     The engine serves from its own thread (``start()``), as in the worker: torch's intra-op
     threading differs between the main thread and others, and on this busy 2-core box the
@@ -116,9 +140,10 @@ def engine_alone(settings, model, texts: list[str]) -> float:
     engine = build_engine(settings, model, max_queue=len(texts) + 1).start()
     try:
         engine.predict_texts(texts[: 2 * settings.max_batch])  # warm-up
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds(os.getpid()) or 0.0
         engine.predict_texts(texts)
-        return len(texts) / (time.perf_counter() - t0)
+        t1, c1 = time.perf_counter(), cpu_seconds(os.getpid()) or 0.0
+        return len(texts) / (t1 - t0), (c1 - c0) * 1000 / len(texts)
     finally:
         engine.close()
 
@@ -137,8 +162,16 @@ class Tracker:
 
 
 class Bench:
-    def __init__(self, settings, messages: list[dict], worker_cmd: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        settings,
+        messages: list[dict],
+        worker_cmd: list[str],
+        env: dict[str, str],
+        pids: dict[str, int | None],
+    ) -> None:
         self.s = settings
+        self.pids = pids  # other processes whose CPU the backlog phase accounts: broker, redis
         self.messages = messages
         self.worker_cmd = worker_cmd
         self.env = env
@@ -316,8 +349,11 @@ class Bench:
             out["worker_ready_s"] = round(time.perf_counter() - t_start, 1)
             log(f"worker ready after {out['worker_ready_s']}s; backlog of {backlog}")
 
+            procs = {**self.pids, "worker": self.proc.pid if self.proc else None, "bench": os.getpid()}
+            cpu0 = {k: cpu_seconds(pid) for k, pid in procs.items()}
             ids = await self.burst("backlog", backlog)
             await self.wait_applied(ids, max(60.0, backlog / 20), "backlog")
+            cpu1 = {k: cpu_seconds(pid) for k, pid in procs.items()}
             times = sorted(self.t.applied[i] for i in ids if i in self.t.applied)
             span = times[-1] - min(self.t.sent[i] for i in ids) if times else 0.0
             max_rate = round(len(times) / span, 1) if span > 0 else 0.0
@@ -331,6 +367,13 @@ class Bench:
                 "seconds": round(span, 2),
                 "per_s": max_rate,
                 "steady_per_s": steady,
+                # where the machine's CPU went while the backlog drained (the worker's share
+                # includes the model): CPU milliseconds per message, by process
+                "cpu_ms_per_msg": {
+                    k: round((cpu1[k] - cpu0[k]) * 1000 / backlog, 3)
+                    for k in procs
+                    if cpu0[k] is not None and cpu1[k] is not None
+                },
             }
             if max_rate <= 0:
                 raise RuntimeError("nothing of the backlog was applied")
@@ -476,7 +519,8 @@ def main() -> None:
     model = load_model(settings)
     rule = exit_rule(settings, model)
     texts = [messages[i % len(messages)]["text"] for i in range(n_engine)]
-    engine_runs = [engine_alone(settings, model, texts)]
+    tps, cpu = engine_alone(settings, model, texts)
+    engine_runs, engine_cpu = [tps], [cpu]
     log(f"engine alone: {engine_runs[0]:.1f} texts/s")
 
     with EmbeddedBroker() as broker, redis_server(settings.redis_url) as redis_url:
@@ -510,14 +554,17 @@ def main() -> None:
         if args.rule:
             cmd += ["--rule", args.rule]
         try:
-            bench = Bench(s, messages, cmd, env).run(backlog, fractions, duration)
+            pids = {"broker": broker.pid, "redis": redis_pid(redis_url)}
+            bench = Bench(s, messages, cmd, env, pids).run(backlog, fractions, duration)
             e2e = asyncio.run(asyncio.wait_for(bench, args.e2e_timeout or (150 if args.quick else 360)))
         finally:
             delete_keys_with_prefix(redis_url, s.namespace)
         external_redis = redis_url == settings.redis_url
         bootstrap = s.bootstrap
 
-    engine_runs.append(engine_alone(settings, model, texts))
+    tps, cpu = engine_alone(settings, model, texts)
+    engine_runs.append(tps)
+    engine_cpu.append(cpu)
     log(f"engine alone (after): {engine_runs[1]:.1f} texts/s")
     engine_tps = sum(engine_runs) / len(engine_runs)
     max_rate = e2e["backlog"]["per_s"]
@@ -537,6 +584,7 @@ def main() -> None:
         "backlog": e2e["backlog"],
         "engine": {
             "runs_texts_per_s": [round(x, 1) for x in engine_runs],
+            "cpu_ms_per_text": round(sum(engine_cpu) / len(engine_cpu), 3),
             "texts": n_engine,
             "max_batch": settings.max_batch,
             "mode": engine_mode(settings),

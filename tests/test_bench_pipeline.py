@@ -66,6 +66,10 @@ def test_quick_run_prints_the_json_and_leaves_no_process() -> None:
     assert out["e2e_vs_engine"] > 0
     assert set(out["goals"]) == {"e2e_vs_engine>=0.85", "p99_at_half_max<=250ms"}
     assert out["model"]["version"] and out["model"]["source"]
+    # where the CPU went during the backlog: every process of this machine's pipeline is accounted
+    cpu = out["backlog"]["cpu_ms_per_msg"]
+    assert {"worker", "broker", "bench"} <= set(cpu) and cpu["worker"] > 0, cpu
+    assert out["engine"]["cpu_ms_per_text"] > 0
     assert out["loads"], out
     for row in out["loads"]:
         assert {"offered_per_s", "achieved_per_s", "p50_ms", "p99_ms"} <= set(row)

@@ -40,7 +40,7 @@ from pipeline.settings import Settings
 from pipeline.sinks import text_hash
 
 if TYPE_CHECKING:
-    from models.engine import EarlyExitEngine
+    from models.engine import Engine
 
 __all__ = [
     "COLUMNS",
@@ -179,7 +179,7 @@ def run_backtest(
     records: Iterable[SourceRecord],
     settings: Settings,
     *,
-    engine: EarlyExitEngine | None = None,
+    engine: Engine | None = None,
     start: int | None = None,
     end: int | None = None,
     now_ms: int | None = None,

@@ -3,10 +3,12 @@ reaches into ``models``."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from models.elbert import ElbertClassifier
-from models.engine import EarlyExitEngine
+from models.engine import EarlyExitEngine, Engine, EnginePool
 from models.exits import ExitRule, make_rule, parse_rule
 from pipeline.linking import Linker, default_linker
 from pipeline.settings import Settings
@@ -42,7 +44,28 @@ def engine_mode(settings: Settings) -> str:
     return "compact" if settings.device == "cpu" else "refill"
 
 
-def build_engine(settings: Settings, model: ElbertClassifier | None = None, **overrides) -> EarlyExitEngine:
+#: Default replicas on CPU: one per core, at most this many (measured on 2 cores only).
+MAX_DEFAULT_REPLICAS = 4
+
+
+def cpu_threads(settings: Settings) -> int:
+    """The CPU threads inference may use: ``settings.threads``, else the CPUs this process may run on
+    (not ``torch.get_num_threads()``, which an earlier engine may have lowered)."""
+    return settings.threads or len(os.sched_getaffinity(0))
+
+
+def engine_replicas(settings: Settings) -> int:
+    """``settings.engine_replicas``, or the default: one per CPU thread (up to 4) on CPU, one on GPU."""
+    if settings.engine_replicas:
+        return settings.engine_replicas
+    if settings.device != "cpu":
+        return 1
+    return max(1, min(MAX_DEFAULT_REPLICAS, cpu_threads(settings)))
+
+
+def build_engine(settings: Settings, model: ElbertClassifier | None = None, **overrides) -> Engine:
+    """The engine the settings ask for: one :class:`EarlyExitEngine`, or an :class:`EnginePool`
+    of ``engine_replicas`` over one model (torch's CPU threads then shared out among them)."""
     model = model or load_model(settings)
     if settings.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, not {settings.dtype!r}")
@@ -52,7 +75,13 @@ def build_engine(settings: Settings, model: ElbertClassifier | None = None, **ov
               "max_queue": settings.engine_queue, "policy": settings.engine_policy,
               "mode": engine_mode(settings)}
     kwargs.update(overrides)
-    return EarlyExitEngine(model, exit_rule(settings, model), **kwargs)
+    rule = exit_rule(settings, model)
+    replicas = engine_replicas(settings)
+    if replicas == 1:
+        return EarlyExitEngine(model, rule, **kwargs)
+    if settings.device == "cpu":
+        torch.set_num_threads(max(1, cpu_threads(settings) // replicas))
+    return EnginePool([EarlyExitEngine(model, rule, **kwargs) for _ in range(replicas)])
 
 
 def build_linker(settings: Settings) -> Linker:

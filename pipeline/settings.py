@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         "the context-cue rules",
     )
     engine_queue: int = Field(4096, ge=1, description="texts waiting in the engine before submitters block")
+    engine_replicas: int | None = Field(
+        None,
+        ge=1,
+        description="engines over the one model, each in its own thread (default: one per CPU thread on CPU, "
+        "torch then single-threaded in each; 1 on GPU)",
+    )
     engine_mode: Literal["auto", "refill", "compact", "static"] = Field(
         "refill",
         description="'refill' (exited texts leave the batch, waiting ones take their slots: ELBERT's GPU "

@@ -91,7 +91,7 @@ from pipeline.sinks import (
 )
 
 if TYPE_CHECKING:
-    from models.engine import EarlyExitEngine
+    from models.engine import Engine
 
 __all__ = ["Worker", "wall_ms"]
 
@@ -173,7 +173,7 @@ class Worker:
         self,
         settings: Settings,
         *,
-        engine: EarlyExitEngine | None = None,
+        engine: Engine | None = None,
         session_timeout_ms: int = 10_000,
         max_outstanding: int | None = None,
         max_inflight_batches: int = 4,

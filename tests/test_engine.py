@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tinymodels import borderline, exit_probs_one, random_ids, tiny_classifier
 
-from models.engine import EarlyExitEngine, reference_predict
+from models.engine import EarlyExitEngine, EnginePool, reference_predict
 from models.exits import ConfidenceWindow, Entropy, FullDepth, MaxProb, Patience
 
 MODELS = {(kind, shared): tiny_classifier(kind, layers=4, seed=3, shared_head=shared)
@@ -132,3 +132,79 @@ def test_engine_mode_setting_and_auto():
     assert engine_mode(Settings(engine_mode="auto")) == "compact"
     assert engine_mode(Settings(device="cuda")) == "refill"
     assert engine_mode(Settings(device="cuda", engine_mode="static")) == "static"
+
+
+# --------------------------------------------------------------------------------------------
+# EnginePool: replicas over one model, each in its own thread
+
+
+def _assert_matches_reference(model, rule, ids, got) -> None:
+    assert len(got) == len(ids)
+    for x, pred in zip(ids, got):
+        ref = reference_predict(model, x, rule)
+        if borderline(rule, exit_probs_one(model, x)[: max(ref.exit_layer, pred.exit_layer)]):
+            continue
+        assert (pred.exit_layer, pred.label) == (ref.exit_layer, ref.label)
+        assert max(abs(a - b) for a, b in zip(pred.probs, ref.probs)) < TOL
+
+
+def test_pool_splits_a_large_batch_across_replicas_in_input_order():
+    model, rule = MODELS[("bert", False)], Entropy(0.5)
+    ids = random_ids(150, 21, max_len=50)
+    pool = EnginePool([EarlyExitEngine(model, rule, max_batch=8) for _ in range(3)]).start()
+    try:
+        got = pool.run(ids)  # 150 texts fill many batches: one contiguous part per replica
+        _assert_matches_reference(model, rule, ids, got)
+        assert [e.stats.retired for e in pool.engines] == [50, 50, 50]
+        assert pool.stats.retired == 150 and len(pool.stats.exit_layers) == 150
+        assert pool.stats.sample_layers == sum(p.exit_layer for p in got)
+    finally:
+        pool.close()
+    assert not any(t.name == "finsent-engine" for t in threading.enumerate())
+
+
+async def test_pool_predict_sends_small_batches_to_the_least_loaded_replica():
+    model, rule = MODELS[("albert", True)], Patience(2)
+    model.tokenizer = None
+    pool = EnginePool([EarlyExitEngine(model, rule, max_batch=4) for _ in range(2)]).start()
+    try:
+        busy, idle = pool.engines
+        parked = busy.submit_ids(random_ids(40, 1))  # queued on the first replica
+        batch = random_ids(3, 2)
+        got = await asyncio.wrap_future(pool.submit_ids(batch))  # < max_batch: one part, the idle replica
+        _assert_matches_reference(model, rule, batch, got)
+        assert idle.stats.retired == 3
+        await asyncio.wrap_future(parked)
+        with pytest.raises(RuntimeError, match="start"):
+            await EnginePool([EarlyExitEngine(model, rule)]).predict(["text"])
+    finally:
+        pool.close()
+
+
+def test_pool_rejects_replicas_of_different_models():
+    with pytest.raises(ValueError, match="share one model"):
+        EnginePool([EarlyExitEngine(MODELS[("bert", False)], FullDepth()),
+                    EarlyExitEngine(MODELS[("bert", True)], FullDepth())])
+    with pytest.raises(ValueError, match="at least one"):
+        EnginePool([])
+
+
+def test_build_engine_replicas_from_settings():
+    import torch
+
+    from pipeline.inference import build_engine, engine_replicas
+    from pipeline.settings import Settings
+
+    model = MODELS[("bert", False)]
+    threads = torch.get_num_threads()
+    try:
+        pool = build_engine(Settings(engine_replicas=2, threads=2), model)
+        assert isinstance(pool, EnginePool) and len(pool.engines) == 2
+        assert torch.get_num_threads() == 1  # the two threads are shared out: one each
+        assert isinstance(build_engine(Settings(engine_replicas=1), model), EarlyExitEngine)
+        # default: one per CPU thread on CPU (even after an engine lowered torch's count), 1 on GPU
+        assert engine_replicas(Settings(threads=3)) == 3
+        assert engine_replicas(Settings(threads=64)) == 4
+        assert engine_replicas(Settings(device="cuda", threads=8)) == 1
+    finally:
+        torch.set_num_threads(threads)

@@ -492,7 +492,7 @@ def main() -> None:
     if args.threads:
         env["FINSENT_THREADS"] = str(args.threads)
 
-    from pipeline.inference import engine_mode, exit_rule, load_model
+    from pipeline.inference import engine_mode, engine_replicas, exit_rule, load_model
     from pipeline.infra import EmbeddedBroker, delete_keys_with_prefix, redis_server
     from pipeline.settings import Settings
 
@@ -591,7 +591,8 @@ def main() -> None:
             "policy": settings.engine_policy,
             "rule": rule.describe(),
             "device": settings.device,
-            "threads": settings.threads or __import__("torch").get_num_threads(),
+            "replicas": engine_replicas(settings),
+            "threads_per_replica": __import__("torch").get_num_threads(),
         },
         "model": {"version": model.config.version, "dir": str(model_dir), "source": model_source},
         "setup": {

@@ -265,7 +265,7 @@ _NEXT_WORD = re.compile(r" ([A-Z][a-z][\w'&-]*)")  # a Capitalised word glued to
 _EXTRA_WORD = re.compile(r"[^\W_][\w.&/]*")
 # What an ORG entity may hold beyond the name it confirms: possessives and legal suffixes.
 _ENTITY_EXTRAS: Final[frozenset[str]] = frozenset(
-    ["s", "'s", "inc", "inc.", "corp", "corp.", "co", "co.", "corporation", "company", "plc", "ag", "se", "sa", "nv", "ltd", "ltd.", "llc", "holdings", "group"]
+    ["s", "inc", "inc.", "corp", "corp.", "co", "co.", "corporation", "company", "plc", "ag", "se", "sa", "nv", "ltd", "ltd.", "llc", "holdings", "group"]
 )
 _WORDS_BEFORE = re.compile(r"(?:([a-z.]+)\s+)?([a-z.]+)\s+$")
 _PAREN_SYMBOL = re.compile(r"(?:'s)?\s*\((?:[A-Za-z]+\s?:\s?)?\$?([A-Z][A-Z0-9]{0,5}(?:[.\-][A-Z])?)\)")
@@ -455,13 +455,16 @@ def _org_confirms(text: str, p: _Pending, orgs: Sequence[tuple[int, int, float]]
     if best is None:
         return None
     conf, start, end = best
-    if not _title_case(text):
-        prev = _PREV_WORD.search(text[max(0, start - 40) : start])
-        if prev and prev.group(1)[0].isupper() and fold(prev.group(1)) not in _NOT_NAMES:
-            return None
-        if _NEXT_WORD.match(text, end):
-            return None
+    if not _title_case(text) and (_name_before(text, start) or _NEXT_WORD.match(text, end)):
+        return None
     return float(conf)
+
+
+def _name_before(text: str, start: int) -> bool:
+    """Whether a capitalised word that does not start a sentence's grammar ("The", "Why") comes
+    right before ``start``: "Harrison Ford", "Governor Cooper", "Fed's Williams"."""
+    prev = _PREV_WORD.search(text[max(0, start - 40) : start])
+    return bool(prev and prev.group(1)[0].isupper() and fold(prev.group(1)) not in _NOT_NAMES)
 
 
 def _title_case(text: str) -> bool:
@@ -479,10 +482,8 @@ def _apply_cues(text: str, pending: list[_Pending], universe: Universe) -> None:
         before = _WORDS_BEFORE.search(folded[max(0, p.start - 40) : p.start])
         w1, w2 = (before.group(1), before.group(2)) if before else (None, None)
         cue_before = w2 in _CUE_BEFORE or (w1 is not None and f"{w1}-{w2}" in _CUE_BEFORE)
-        if not title_case and not cue_before:
-            prev = _PREV_WORD.search(text[max(0, p.start - 40) : p.start])
-            if prev and prev.group(1)[0].isupper() and fold(prev.group(1)) not in _NOT_NAMES:
-                continue  # "Harrison Ford says", "Governor Cooper says": likely a person
+        if not title_case and not cue_before and _name_before(text, p.start):
+            continue  # "Harrison Ford says", "Governor Cooper says": likely a person
         after = _WORD_AFTER.match(folded, p.end)
         to_verb = _TO_VERB.match(folded, p.end)
         if (

@@ -64,6 +64,18 @@ class Prediction:
     truncated: bool = False
 
 
+def _running_future() -> Future[list[Prediction]]:
+    """A Future already marked running, so a caller cannot cancel it under the engine thread.
+
+    ``asyncio.wrap_future`` cancels the wrapped Future when its awaiting task is cancelled (a
+    worker shutting down); the engine's later ``set_result`` on a cancelled Future would raise
+    in the engine thread and kill it with other callers' work in flight.
+    """
+    future: Future[list[Prediction]] = Future()
+    future.set_running_or_notify_cancel()
+    return future
+
+
 class _Batch:
     """The samples of one submit call: one Future for all their predictions, in input order.
 
@@ -75,7 +87,7 @@ class _Batch:
     __slots__ = ("future", "remaining", "results")
 
     def __init__(self, n: int) -> None:
-        self.future: Future[list[Prediction]] = Future()
+        self.future: Future[list[Prediction]] = _running_future()
         self.results: list[Prediction | None] = [None] * n
         self.remaining = n
         if n == 0:
@@ -567,7 +579,7 @@ class EnginePool:
         futures = [e.submit_ids(ids[s:t], truncated[s:t], block) for e, s, t in plan]
         if len(futures) == 1:
             return futures[0]
-        merged: Future[list[Prediction]] = Future()
+        merged = _running_future()
         remaining = [len(futures)]
         lock = threading.Lock()
 

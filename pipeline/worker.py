@@ -53,7 +53,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -377,14 +377,16 @@ class Worker:
         return self._failed is None
 
     async def _close(self) -> None:
+        # Each client step is bounded: a consumer stopped while its group rebalances (a second
+        # worker joining as this one is told to stop) was seen to hang on leaving the group.
+        # Nothing is lost by moving on: the group drops a silent member after the session
+        # timeout, and the outbox recovery of the next start publishes what was not acknowledged.
         if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
+            await self._bounded(self._consumer.stop(), "Kafka consumer stop")
         if self._publisher is not None:
-            await self._publisher.stop()
+            await self._bounded(self._publisher.stop(), "outbox publisher stop")
         if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.stop()
+            await self._bounded(self._producer.stop(), "Kafka producer stop")
         if self.engine is not None and self._own_engine:
             await asyncio.to_thread(self.engine.close)
             st = self.engine.stats
@@ -396,6 +398,14 @@ class Worker:
         if self._redis is not None:
             await self._redis.aclose()
         log.info("worker stopped (%s)", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+
+    async def _bounded(self, step: Awaitable[Any], what: str) -> None:
+        try:
+            await asyncio.wait_for(step, self.drain_timeout_s)
+        except TimeoutError:
+            log.warning("%s did not finish within %.0fs; going on with the shutdown", what, self.drain_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a failing client must not stop the others from closing
+            log.warning("%s failed: %r", what, exc)
 
     # ------------------------------------------------------------------ rebalances
 

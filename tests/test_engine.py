@@ -208,3 +208,24 @@ def test_build_engine_replicas_from_settings():
         assert engine_replicas(Settings(device="cuda", threads=8)) == 1
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_a_cancelled_caller_does_not_kill_the_engine(replicas: int):
+    """A worker shutting down cancels its awaiting tasks; the engine must finish and keep serving."""
+    model, rule = MODELS[("bert", False)], Entropy(0.5)
+    engines = [EarlyExitEngine(model, rule, max_batch=4) for _ in range(replicas)]
+    engine = (engines[0] if replicas == 1 else EnginePool(engines)).start()
+    try:
+        fut = engine.submit_ids(random_ids(40, 3))  # 40 >= 2 x max_batch: split over the pool
+        waiter = asyncio.ensure_future(asyncio.wrap_future(fut))
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert not fut.cancelled()
+        got = await asyncio.wrap_future(engine.submit_ids(random_ids(5, 4)))  # still serving
+        assert len(got) == 5 and all(e._error is None for e in engines)
+        assert len(fut.result(timeout=30)) == 40
+    finally:
+        engine.close()

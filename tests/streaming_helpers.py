@@ -37,6 +37,12 @@ class Record:
     timestamp: int = 0  # the record's Kafka timestamp, epoch ms
 
 
+#: Longest read_topic may take. A clean-clone CI run once sat 18 minutes, idle, in a reliability
+#: scenario's verdict after its worker had stopped cleanly (under a training on the other core);
+#: this loop, waiting for a fetch to report a partition's end, was the verdict's one unbounded wait.
+READ_TIMEOUT_S = 120
+
+
 async def read_topic(bootstrap: str, topic: str) -> list[Record]:
     """Every record of ``topic`` from the beginning to the current end (no consumer group)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50)
@@ -58,7 +64,11 @@ async def read_topic(bootstrap: str, topic: str) -> list[Record]:
         out: list[Record] = []
         todo = set(tps)
         # until the high watermark of a fetch response: Tansu's ListOffsets(latest) can be too low
+        give_up = asyncio.get_running_loop().time() + READ_TIMEOUT_S
         while todo:
+            if asyncio.get_running_loop().time() > give_up:  # a failure, not a CI run that never ends
+                raise AssertionError(f"read_topic({topic!r}): no end reached after {READ_TIMEOUT_S}s on "
+                                     f"{sorted(tp.partition for tp in todo)}; {len(out)} records read")
             batches = await consumer.getmany(*todo, timeout_ms=500)
             for tp, records in batches.items():
                 for r in records:

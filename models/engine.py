@@ -37,9 +37,9 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -81,23 +81,37 @@ class _Batch:
 
     Per-batch (not per-sample) completion: each completed Future wakes the caller's event loop
     from the engine thread, and under load one wake-up per sample cost the event loop and the
-    engine thread measurable time for nothing (the worker needs the whole batch anyway).
+    engine thread measurable time for nothing (the worker needs the whole batch anyway). The
+    replicas of an :class:`EnginePool` fill parts of one batch from their own threads, hence
+    the lock.
     """
 
-    __slots__ = ("future", "remaining", "results")
+    __slots__ = ("future", "lock", "remaining", "results")
 
     def __init__(self, n: int) -> None:
         self.future: Future[list[Prediction]] = _running_future()
         self.results: list[Prediction | None] = [None] * n
         self.remaining = n
+        self.lock = threading.Lock()
         if n == 0:
             self.future.set_result([])
 
     def fill(self, index: int, pred: Prediction) -> None:
-        self.results[index] = pred
-        self.remaining -= 1
-        if self.remaining == 0:
-            self.future.set_result(self.results)  # type: ignore[arg-type]  # every slot is filled
+        with self.lock:
+            self.results[index] = pred
+            self.remaining -= 1
+            last = self.remaining == 0
+        if last:
+            self._settle(lambda f: f.set_result(self.results))  # type: ignore[arg-type]  # all filled
+
+    def fail(self, exc: BaseException) -> None:
+        self._settle(lambda f: f.set_exception(exc))
+
+    def _settle(self, how: Callable[[Future[list[Prediction]]], None]) -> None:
+        """Complete the Future once: a replica's failure may race another replica's last fill."""
+        with self.lock:
+            if not self.future.done():
+                how(self.future)
 
 
 @dataclass
@@ -220,10 +234,16 @@ class EarlyExitEngine:
 
         Blocks while the queue is full (``block=False``: raises ``BlockingIOError``).
         """
+        batch = _Batch(len(ids))
+        self._enqueue(ids, truncated, batch, 0, block)
+        return batch.future
+
+    def _enqueue(self, ids: list[list[int]], truncated: list[bool] | None, batch: _Batch, offset: int,
+                 block: bool) -> None:
+        """Queue ``ids`` as the slots ``offset, offset + 1, ...`` of ``batch``."""
         now = time.perf_counter()
         truncated = truncated or [False] * len(ids)
-        batch = _Batch(len(ids))
-        reqs = [_Request(x, batch, i, t, now) for i, (x, t) in enumerate(zip(ids, truncated))]
+        reqs = [_Request(x, batch, offset + i, t, now) for i, (x, t) in enumerate(zip(ids, truncated))]
         with self._cv:
             for r in reqs:
                 while len(self._waiting) >= self.max_queue and self._thread is not None and not self._closing:
@@ -235,7 +255,6 @@ class EarlyExitEngine:
                     raise RuntimeError("engine is closed")
                 self._waiting.append(r)
             self._cv.notify_all()
-        return batch.future
 
     def run(self, ids: list[list[int]], truncated: list[bool] | None = None) -> list[Prediction]:
         """Score token-id lists and return results in input order."""
@@ -297,8 +316,7 @@ class EarlyExitEngine:
                 self._cohorts.clear()
                 self._cv.notify_all()
             for r in pending:
-                if not r.batch.future.done():
-                    r.batch.future.set_exception(exc)
+                r.batch.fail(exc)
 
     @torch.inference_mode()
     def step(self) -> None:
@@ -541,11 +559,8 @@ class EnginePool:
     def stats(self) -> EngineStats:
         total = EngineStats()
         for e in self.engines:
-            st = e.stats
-            for name in ("layer_calls", "sample_layers", "token_layers", "real_token_layers", "retired", "steps",
-                         "occupancy_sum"):
-                setattr(total, name, getattr(total, name) + getattr(st, name))
-            total.exit_layers.extend(st.exit_layers)
+            for f in fields(EngineStats):
+                setattr(total, f.name, getattr(total, f.name) + getattr(e.stats, f.name))  # ints add, lists join
         return total
 
     def start(self) -> EnginePool:
@@ -576,27 +591,10 @@ class EnginePool:
         if not self._started:
             self.start()
         truncated = truncated or [False] * len(ids)
-        futures = [e.submit_ids(ids[s:t], truncated[s:t], block) for e, s, t in plan]
-        if len(futures) == 1:
-            return futures[0]
-        merged = _running_future()
-        remaining = [len(futures)]
-        lock = threading.Lock()
-
-        def done(_: Future[list[Prediction]]) -> None:
-            with lock:
-                remaining[0] -= 1
-                if remaining[0] or merged.done():
-                    return
-            errors = [f.exception() for f in futures if f.exception() is not None]
-            if errors:
-                merged.set_exception(errors[0])
-            else:
-                merged.set_result([p for f in futures for p in f.result()])
-
-        for f in futures:
-            f.add_done_callback(done)
-        return merged
+        batch = _Batch(len(ids))  # the replicas fill their parts of one batch
+        for e, s, t in plan:
+            e._enqueue(ids[s:t], truncated[s:t], batch, s, block)
+        return batch.future
 
     def run(self, ids: list[list[int]], truncated: list[bool] | None = None) -> list[Prediction]:
         """Score token-id lists and return results in input order (a pool not started is started

@@ -35,8 +35,12 @@ symbols the universe does not know are kept as written (``$SPY``).
    tagger): a context cue -- a market or corporate word right after the name ("Apple shares",
    "Target's earnings", "Ford recalls"), a cue phrase right before it ("shares of Gap", "stake in
    Visa"), its symbol in parentheses ("Apple (AAPL)"), or a list joining it to another accepted
-   company ("Apple, Microsoft and Nvidia"). The cues are precise but miss much (on the blind gold
-   slice: P 0.975, R 0.53); the tagger catches what they miss (``bench/linking.py``);
+   company ("Apple, Microsoft and Nvidia"). In a text about money or markets (an amount, a
+   percentage, a finance word) also a corporate action verb after the name ("Oracle signs"), or
+   the name as a proper noun standing on its own in sentence-case text ("costs Delta $500
+   million", "Meta's Reality Labs loses $4.5 billion"): ``_used_as_company``. The cues are
+   precise but miss much (on the gold slice written blind to them: P 0.978, R 0.60); the tagger
+   catches more (``bench/linking.py``);
    ``fallback="none"``: no cues, only corroboration and the tagger.
 
 **Relevance** in (0, 1] says how central the ticker is to the message. Text mentions (explicit
@@ -268,6 +272,51 @@ _ENTITY_EXTRAS: Final[frozenset[str]] = frozenset(
     ["s", "inc", "inc.", "corp", "corp.", "co", "co.", "corporation", "company", "plc", "ag", "se", "sa", "nv", "ltd", "ltd.", "llc", "holdings", "group"]
 )
 _WORDS_BEFORE = re.compile(r"(?:([a-z.]+)\s+)?([a-z.]+)\s+$")
+# Words that make a text about markets or a business. Without one, a bare capitalised name is
+# settled only by the narrow cues above ("Williams wins Wimbledon title", "Duke beats North
+# Carolina 82-70" are not about Williams Companies or Duke Energy).
+_FINANCE_WORDS: Final[frozenset[str]] = frozenset(
+    ["shares", "share", "stock", "stocks", "equity", "equities", "earnings", "revenue", "revenues", "sales", "profit", "profits", "loss", "losses", "margin", "margins", "guidance", "outlook", "forecast", "forecasts", "dividend", "dividends", "buyback", "buybacks", "ipo", "valuation", "stake", "deal", "deals", "merger", "mergers", "acquisition", "acquisitions", "takeover", "bid", "investors", "investor", "shareholders", "analysts", "analyst", "quarter", "quarterly", "q1", "q2", "q3", "q4", "fiscal", "results", "orders", "bookings", "customers", "subscribers", "users", "contract", "contracts", "lease", "layoffs", "jobs", "capex", "debt", "bonds", "loan", "loans", "lender", "rating", "upgrade", "upgraded", "downgrade", "downgraded", "upside", "downside", "billion", "million", "bn", "mln", "percent", "pct", "market", "markets", "payments", "assets", "unit", "business", "ceo", "cfo", "executives", "premiums", "fees", "demand", "sector", "industry", "rivals", "competitors", "supplier", "suppliers", "price", "prices", "pricing", "comps", "eps", "ebitda", "yield", "estimates", "wall", "nasdaq", "nyse", "s&p"]
+)
+_MONEY = re.compile(r"[$€£]\s?\d|\d\s?%|\d(?:\.\d+)?\s?(?:bn|b|m|mln|k)\b")
+# A corporate action in the present tense: "Oracle signs", "Delta cancels". (Movement verbs that
+# also describe gaps, prices and spreads -- "widens", "narrows" -- are left out on purpose.)
+_ACTION_VERBS: Final[tuple[str, ...]] = (
+    "add", "agree", "announce", "appoint", "approve", "back", "bet", "bid", "book", "boost", "build",
+    "buy", "cancel", "close", "commit", "complete", "confirm", "consider", "cut", "debut",
+    "delay", "deliver", "deny", "develop", "drop", "ditch", "eliminate", "end", "expand", "explore",
+    "extend", "eye", "file", "fire", "freeze", "halt", "hike", "hire", "ink", "introduce", "invest",
+    "join", "keep", "kick", "launch", "lay", "lead", "lift", "lose", "lower", "mull", "offer",
+    "open", "order", "outline", "partner", "pause", "pay", "phase", "pick", "pitch", "pledge",
+    "plan", "poach", "post", "prepare", "pull", "push", "raise", "rebrand", "record",
+    "reduce", "rejoin", "release", "relocate", "reopen", "replace", "report", "resume", "retire",
+    "roll", "scrap", "secure", "seek", "sell", "settle", "ship", "shut", "sign", "slash", "snap",
+    "spend", "start", "strike", "suspend", "take", "team", "test", "trim", "unveil", "upgrade",
+    "warn", "weigh", "win", "withdraw",
+)
+
+
+def _third_person(verb: str) -> str:
+    if verb.endswith(("s", "sh", "ch", "x", "z", "o")):
+        return verb + "es"
+    if verb.endswith("y") and verb[-2:-1] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+_VERB_AFTER_ONE: Final[frozenset[str]] = frozenset(_third_person(v) for v in _ACTION_VERBS)
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;\"“]\s*)$")
+# ", <US state>" after a name makes it a town ("Corning, New York"; "Hartford, Connecticut").
+_US_STATES: Final[tuple[str, ...]] = (
+    "Alabama", "Alaska", "Arizona", "Arkansas", "California", "Colorado", "Connecticut", "Delaware",
+    "Florida", "Georgia", "Hawaii", "Idaho", "Illinois", "Indiana", "Iowa", "Kansas", "Kentucky",
+    "Louisiana", "Maine", "Maryland", "Massachusetts", "Michigan", "Minnesota", "Mississippi",
+    "Missouri", "Montana", "Nebraska", "Nevada", "New Hampshire", "New Jersey", "New Mexico",
+    "New York", "North Carolina", "North Dakota", "Ohio", "Oklahoma", "Oregon", "Pennsylvania",
+    "Rhode Island", "South Carolina", "South Dakota", "Tennessee", "Texas", "Utah", "Vermont",
+    "Virginia", "Washington", "West Virginia", "Wisconsin", "Wyoming",
+)
+_PLACE_AFTER = re.compile(r",\s+(?:" + "|".join(_US_STATES) + r")\b(?!\s+[A-Z])")  # not "Texas Instruments"
 _PAREN_SYMBOL = re.compile(r"(?:'s)?\s*\((?:[A-Za-z]+\s?:\s?)?\$?([A-Z][A-Z0-9]{0,5}(?:[.\-][A-Z])?)\)")
 
 
@@ -383,6 +432,8 @@ class Linker:
                     p.accepted = "name"
                 elif p.alias.symbol in known:
                     p.accepted = "corroborated"
+            # "Dover, Delaware, approves a bond issue": a place, whatever the tagger or cues say
+            pending = [p for p in pending if p.accepted is not None or not _PLACE_AFTER.match(text, p.end)]
             if any(p.accepted is None for p in pending):
                 need_tagger.append(i)
             explicit_all.append(explicit)
@@ -476,6 +527,7 @@ def _apply_cues(text: str, pending: list[_Pending], universe: Universe) -> None:
     """Accept ambiguous names with a context cue; then spread along company lists."""
     folded = fold(text)
     title_case = _title_case(text)
+    finance: bool | None = None  # computed on first need
     for p in pending:
         if p.accepted is not None:
             continue
@@ -499,6 +551,11 @@ def _apply_cues(text: str, pending: list[_Pending], universe: Universe) -> None:
             c = universe.company(paren.group(1))
             if c is not None and c.symbol == p.alias.symbol:
                 p.accepted = "cue"
+                continue
+        if finance is None:
+            finance = _finance_context(folded)
+        if finance and _used_as_company(text, folded, p, title_case, after.group(1) if after else None):
+            p.accepted = "cue"
     changed = True
     while changed:  # "Apple, Microsoft and Nvidia": a list of companies is a cue for its members
         changed = False
@@ -511,6 +568,31 @@ def _apply_cues(text: str, pending: list[_Pending], universe: Universe) -> None:
                     if p.accepted is None:
                         p.accepted = "cue"
                         changed = True
+
+
+def _finance_context(folded: str) -> bool:
+    """Whether the text talks money or markets: an amount, a percentage, or a finance word."""
+    return bool(_MONEY.search(folded)) or not _FINANCE_WORDS.isdisjoint(_EXTRA_WORD.findall(folded))
+
+
+def _used_as_company(text: str, folded: str, p: _Pending, title_case: bool, next_word: str | None) -> bool:
+    """In a text about money or markets, whether the name at ``p`` reads as a company's name:
+
+    * followed by a corporate action verb ("Oracle signs a $30 billion deal", "Shell weighs sale
+      of chemicals assets");
+    * in sentence-case text, as a proper noun standing on its own -- capitalised where a plain
+      word would not be (mid-sentence: "costs Delta $500 million"), or a possessive opening the
+      sentence ("Meta's Reality Labs loses $4.5 billion") -- and not glued to another capitalised
+      word ("Delta Dental", "Chase Center": another name) or after "the" ("the Amazon").
+    """
+    if next_word in _VERB_AFTER_ONE:
+        return True
+    if title_case or not text[p.start].isupper() or _NEXT_WORD.match(text, p.end):
+        return False
+    if _SENTENCE_START.search(text[max(0, p.start - 3) : p.start]):
+        return folded.startswith("'", p.end)
+    prev = _WORDS_BEFORE.search(folded[max(0, p.start - 40) : p.start])
+    return not (prev and prev.group(2) == "the")
 
 
 def _aggregate(mentions: list[Mention], feed: list[str]) -> list[TickerLink]:

@@ -328,6 +328,7 @@ class Worker:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
             fetch_max_wait_ms=s.fetch_max_wait_ms,
+            fetch_min_bytes=s.fetch_min_bytes,
         )
         self._consumer.subscribe(list(self.input_topics), listener=_Rebalance(self))
         await retry(self._consumer.start, f"Kafka consumer start ({s.bootstrap})")

@@ -70,6 +70,14 @@ def test_quick_run_prints_the_json_and_leaves_no_process() -> None:
     cpu = out["backlog"]["cpu_ms_per_msg"]
     assert {"worker", "broker", "bench"} <= set(cpu) and cpu["worker"] > 0, cpu
     assert out["engine"]["cpu_ms_per_text"] > 0
+    budget = out["cpu_budget"]
+    assert budget["ms_per_msg_all_processes"] == pytest.approx(sum(cpu.values()), abs=0.01)
+    assert budget["e2e_vs_engine_bound"] == pytest.approx(
+        out["engine"]["cpu_ms_per_text"] / budget["ms_per_msg_all_processes"], abs=0.002
+    )
+    assert budget["non_model_ms_allowed"] == pytest.approx(
+        out["engine"]["cpu_ms_per_text"] * (1 / 0.85 - 1), abs=0.002
+    )
     assert out["loads"], out
     for row in out["loads"]:
         assert {"offered_per_s", "achieved_per_s", "p50_ms", "p99_ms"} <= set(row)

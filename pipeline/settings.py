@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     fetch_min_bytes: int = Field(
         8192, ge=1, description="bytes a worker fetch waits for (up to fetch_max_wait_ms): fewer, fuller fetches "
         "leave more CPU to the model (bench/pipeline.py, six A/B pairs: p99 at half load 192 vs 254 ms with 1 byte)")
+    stop_timeout_s: float = Field(
+        40.0, ge=1.0, description="longest a worker takes to shut down after SIGTERM, draining included (a "
+        "quarter of it, at most 10 s, kept for committing and closing clients); keep it below the orchestrator's grace period "
+        "(docker-compose 45 s, Kubernetes 60 s). Past it plus 10 s the worker dumps its stacks and exits 1")
 
     # --- Kafka security (applied to every Kafka client by pipeline/connections.py)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -40,7 +40,8 @@ Five asyncio tasks share one event loop; the engine runs the model in its own th
 * Redis or Kafka unavailable: every call retries with capped exponential backoff (sinks.retry);
   nothing downstream of a failed step is marked done, so nothing unsent is ever committed.
 * SIGTERM/SIGINT: stop fetching, drain what is in flight (bounded by ``drain_timeout_s``), commit,
-  close. A rebalance drains the revoked partitions the same way before giving them up; work
+  close; the whole shutdown ends within ``settings.stop_timeout_s`` (a client step that overruns
+  is abandoned, not awaited), so an orchestrator's grace period is never hit. A rebalance drains the revoked partitions the same way before giving them up; work
   that cannot finish in time is abandoned uncommitted (its outbox entries stay in Redis and the
   next owner recovers them before it consumes).
 """
@@ -49,8 +50,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
+import io
 import logging
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -97,6 +101,9 @@ __all__ = ["Worker", "wall_ms"]
 
 log = logging.getLogger(__name__)
 
+#: Of ``settings.stop_timeout_s``, what a shutdown's drain leaves to committing and closing
+#: clients: a quarter, at most this.
+CLOSE_RESERVE_S = 10.0
 _APPLY_ROUND = 512  # most work items per apply script call
 _PUBLISH_ROUND = 2048  # most records per produce round
 
@@ -163,7 +170,8 @@ class Worker:
             ``16 * max_batch`` (deep enough that the engine is not starved while the sinks catch up).
         max_inflight_batches: most micro-batches inside ``engine.predict`` at once.
         commit_interval_s: how often done offsets are committed.
-        drain_timeout_s: how long shutdown and rebalances wait for in-flight work.
+        drain_timeout_s: how long shutdown and rebalances wait for in-flight work (a shutdown's
+            drain also leaves ``CLOSE_RESERVE_S`` of ``settings.stop_timeout_s`` to closing).
         doc_ttl_s: how long document ids are remembered for de-duplication.
         create_missing_topics: create the input and output topics if they do not exist.
         clock: wall clock in epoch ms.
@@ -219,6 +227,8 @@ class Worker:
         self._batch_slots = asyncio.Semaphore(max_inflight_batches)
         self._score_tasks: set[asyncio.Task[None]] = set()
         self._failed: BaseException | None = None
+        self._stop_by = float("inf")  # monotonic deadline of the whole shutdown, once it has begun
+        self._abandoned: list[asyncio.Task[Any]] = []
         self._redis: aioredis.Redis | None = None
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
@@ -259,13 +269,17 @@ class Worker:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+            loop.add_signal_handler(signal.SIGUSR1, self._dump_stacks)
+            # the process's own stderr (fd 2): a test runner's replacement has no file descriptor
+            faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True, chain=True)
         try:
             await self._start()
             await self._serve()
         finally:
             await self._close()
             if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                faulthandler.unregister(signal.SIGUSR1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                     loop.remove_signal_handler(sig)
         if self._failed is not None:
             raise self._failed
@@ -281,7 +295,25 @@ class Worker:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("%s received: stopping (draining in-flight work first)", sig.name)
+        # A last resort for a shutdown stuck where no timeout reaches (a thread that never
+        # returns): dump every thread's stack to the log and exit 1 past the budget.
+        faulthandler.dump_traceback_later(self.settings.stop_timeout_s + 10, exit=True, file=sys.__stderr__)
         self.stop()
+
+    def _dump_stacks(self) -> None:
+        """SIGUSR1: log every asyncio task's stack (faulthandler writes the threads' to stderr)."""
+        for task in asyncio.all_tasks():
+            buf = io.StringIO()
+            task.print_stack(file=buf)
+            log.warning("%s", buf.getvalue().rstrip())
+
+    def _begin_stop(self) -> None:
+        if self._stop_by == float("inf"):
+            self._stop_by = time.monotonic() + self.settings.stop_timeout_s
+
+    def _deadline(self, seconds: float) -> float:
+        """``seconds`` from now, but never past the shutdown deadline."""
+        return min(time.monotonic() + seconds, self._stop_by)
 
     async def _start(self) -> None:
         s = self.settings
@@ -353,35 +385,37 @@ class Worker:
             if t is not stopper and not t.cancelled() and (exc := t.exception()) is not None:
                 self._fatal(exc, f"pipeline task {t.get_name()}")
         self._stop.set()
+        self._begin_stop()
         if self._failed is None:
-            await self._drain(lambda: self.outstanding, "shutdown")
+            reserve = min(CLOSE_RESERVE_S, self.settings.stop_timeout_s / 4)
+            await self._drain(lambda: self.outstanding, "shutdown", self._stop_by - reserve)
         for t in [*tasks, stopper, *self._score_tasks]:
             t.cancel()
         await asyncio.gather(*tasks, stopper, *self._score_tasks, return_exceptions=True)
-        # Bounded: during a rebalance a commit can wait on the group; what it would have committed
-        # is re-delivered to the next owner and de-duplicated, so shutdown need not hang on it.
-        try:
-            await asyncio.wait_for(self._commit(), self.drain_timeout_s)
-        except TimeoutError:
-            log.warning("final offset commit timed out after %.0fs; the next owner re-reads and de-duplicates",
-                        self.drain_timeout_s)
+        # During a rebalance a commit can wait on the group; what it would have committed is
+        # re-delivered to the next owner and de-duplicated, so shutdown need not hang on it.
+        await self._bounded(self._commit(), "final offset commit (the next owner re-reads and de-duplicates)")
 
-    async def _drain(self, outstanding: Callable[[], int], why: str) -> bool:
-        """Wait (bounded) until ``outstanding()`` is 0 while the pipeline keeps running."""
-        deadline = time.monotonic() + self.drain_timeout_s
+    async def _drain(self, outstanding: Callable[[], int], why: str, until: float = float("inf")) -> bool:
+        """Wait until ``outstanding()`` is 0 while the pipeline keeps running; at most
+        ``drain_timeout_s``, and never past ``until`` or the shutdown deadline (monotonic)."""
+        t0 = time.monotonic()
+        deadline = min(self._deadline(self.drain_timeout_s), until)
         while outstanding() and self._failed is None:
             if time.monotonic() >= deadline:
-                log.warning("%s: %d messages still in flight after %.0fs; leaving them uncommitted "
-                            "(they will be re-delivered and de-duplicated)", why, outstanding(), self.drain_timeout_s)
+                log.warning("%s: %d messages still in flight after %.1fs; leaving them uncommitted "
+                            "(they will be re-delivered and de-duplicated)", why, outstanding(), time.monotonic() - t0)
                 return False
             await asyncio.sleep(0.02)
         return self._failed is None
 
     async def _close(self) -> None:
-        # Each client step is bounded: a consumer stopped while its group rebalances (a second
-        # worker joining as this one is told to stop) was seen to hang on leaving the group.
-        # Nothing is lost by moving on: the group drops a silent member after the session
+        # Every step shares the shutdown deadline: a consumer stopped while its group rebalances
+        # (a second worker joining as this one is told to stop) was seen to hang on leaving the
+        # group. Nothing is lost by moving on: the group drops a silent member after the session
         # timeout, and the outbox recovery of the next start publishes what was not acknowledged.
+        self._begin_stop()
+        self._stop_by = max(self._stop_by, time.monotonic() + 1.0)  # a failed start, or a drain that used it all
         if self._consumer is not None:
             await self._bounded(self._consumer.stop(), "Kafka consumer stop")
         if self._publisher is not None:
@@ -389,7 +423,7 @@ class Worker:
         if self._producer is not None:
             await self._bounded(self._producer.stop(), "Kafka producer stop")
         if self.engine is not None and self._own_engine:
-            await asyncio.to_thread(self.engine.close)
+            await asyncio.to_thread(self.engine.close, max(0.5, self._stop_by - time.monotonic()))
             st = self.engine.stats
             log.info(
                 "engine: %d texts in %d layer calls, mean in-flight %.1f of %d, mean exit layer %.2f",
@@ -397,15 +431,21 @@ class Worker:
                 sum(st.exit_layers) / max(1, len(st.exit_layers)),
             )  # fmt: skip
         if self._redis is not None:
-            await self._redis.aclose()
+            await self._bounded(self._redis.aclose(), "Redis close")
         log.info("worker stopped (%s)", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
 
     async def _bounded(self, step: Awaitable[Any], what: str) -> None:
-        try:
-            await asyncio.wait_for(step, self.drain_timeout_s)
-        except TimeoutError:
-            log.warning("%s did not finish within %.0fs; going on with the shutdown", what, self.drain_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - a failing client must not stop the others from closing
+        """Run one shutdown step until the shutdown deadline. One that overruns is cancelled
+        and abandoned, not awaited: ``asyncio.wait_for`` would wait for the cancellation to
+        finish, and a client that is stuck may not finish it."""
+        task = asyncio.ensure_future(step)
+        await asyncio.wait({task}, timeout=max(0.0, self._stop_by - time.monotonic()))
+        if not task.done():
+            task.cancel()
+            self._abandoned.append(task)  # keep a reference until the loop ends
+            log.warning("%s did not finish before the shutdown deadline; going on with the shutdown", what)
+        elif not task.cancelled() and (exc := task.exception()) is not None:
+            # a failing client must not stop the others from closing
             log.warning("%s failed: %r", what, exc)
 
     # ------------------------------------------------------------------ rebalances

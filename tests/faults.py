@@ -357,14 +357,21 @@ class WorkerProc:
         self.proc.wait()
 
     async def stop(self, timeout: float = 60) -> int:
-        """SIGTERM (drain, commit, exit); SIGKILL after ``timeout``. Returns the exit status."""
+        """SIGTERM (drain, commit, exit); SIGKILL after ``timeout``, once SIGUSR1 has had the
+        worker log its stacks (where it was stuck). Returns the exit status."""
         if self.alive:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 return await asyncio.to_thread(self.proc.wait, timeout)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(2)
                 self.kill()
         return self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> list[str]:
+        """The last ``lines`` lines this process logged (a failed check carries them)."""
+        return self.log_text().splitlines()[-lines:]
 
 
 class Failed(AssertionError):
@@ -867,7 +874,9 @@ async def two_workers(env: Env, *, n: int = 3000, how: str = "sigterm") -> dict[
             await run.wait_applied(n // 3, 120, [a, b])
             checks["applied_when_b_left"] = await run.applied()
             if how == "sigterm":
-                checks["stopped_worker_exit_status"] = await b.stop()
+                checks["stopped_worker_exit_status"] = status = await b.stop()
+                if status != 0:
+                    checks["stopped_worker_log_tail"] = b.log_tail()
             else:
                 b.kill()
             await run.wait_applied(run.n_accepted, 240, [a])

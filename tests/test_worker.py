@@ -318,6 +318,8 @@ def test_sigkill_mid_stream_then_restart_is_exact(
         out_keys = [keys.outbox(t, p) for t in topics[:2] for p in range(s.partitions)]
         _wait(lambda: sum(r.xlen(k) for k in out_keys) == 0, 30, "empty outboxes", proc, log_path)
         time.sleep(1.5)  # > commit interval: the last offsets get committed
+        proc.send_signal(signal.SIGUSR1)  # an operator asking where it is: threads' and tasks' stacks
+        _wait(lambda: "name='fetch'" in log_path.read_text(), 10, "the stack dump", proc, log_path)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, f"graceful stop failed:\n{log_path.read_text()[-3000:]}"
     finally:
@@ -332,6 +334,7 @@ def test_sigkill_mid_stream_then_restart_is_exact(
     assert asyncio.run(_group_lag(s)) == 0
     log = log_path.read_text()
     assert "worker stopped" in log  # the second run shut down cleanly
+    assert "most recent call first" in log and "Stack for <Task" in log  # faulthandler's threads, then tasks
     print(f"\nkilled after {killed_at} applied; restart log: "
           + "; ".join(line.split(": ", 1)[-1] for line in log.splitlines() if "recover" in line or "assigned" in line))
 
@@ -394,3 +397,49 @@ def test_second_worker_joining_rebalances_without_loss_or_duplicates(
     for sym, h in out.tickers.items():
         assert int(h[b"seq"]) == expected[sym].seq
         assert float(h[b"score"]) == pytest.approx(expected[sym].score, abs=1e-9)
+
+
+def test_a_client_stuck_in_its_stop_cannot_hold_the_shutdown_past_its_deadline(
+    broker: EmbeddedBroker, redis_url: str, ns: str, engine: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A consumer whose stop() hangs and ignores cancellation (as one leaving a group during a
+    rebalance can): the worker abandons that step and returns within ``stop_timeout_s``, so an
+    orchestrator's grace period is never hit. ``asyncio.wait_for`` would wait for it forever."""
+    from pipeline.worker import Worker
+
+    s = make_settings(broker.bootstrap, redis_url, ns, stop_timeout_s=3.0)
+
+    async def run() -> tuple[float, bool]:
+        topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
+        await create_topics(s.bootstrap, topics, s.partitions)
+        await produce(s, [valid_message(i, "stuck") for i in range(20)])
+        worker = Worker(s, engine=engine, session_timeout_ms=6000)  # type: ignore[arg-type]
+        task = asyncio.create_task(worker.run())
+        await wait_drained(worker, task, 120, applied_at_least=20)
+        release = asyncio.Event()
+        assert worker._consumer is not None
+        real_stop = worker._consumer.stop
+
+        async def stuck_stop() -> None:
+            try:
+                await release.wait()
+            except asyncio.CancelledError:  # swallowed: the stop goes on waiting
+                await release.wait()
+            await real_stop()
+
+        worker._consumer.stop = stuck_stop  # type: ignore[method-assign]
+        t0 = time.monotonic()
+        worker.stop()
+        done, _ = await asyncio.wait({task}, timeout=30)
+        elapsed = time.monotonic() - t0
+        release.set()  # let the abandoned stop finish, so the loop can close
+        if task in done:
+            task.result()
+        return elapsed, task in done
+
+    with caplog.at_level("WARNING", logger="pipeline.worker"):
+        elapsed, finished = asyncio.run(run())
+    assert finished, "the worker's run() did not return within 30 s of stop()"
+    assert elapsed <= s.stop_timeout_s + 1.5, elapsed  # the deadline is the contract, not a speed goal
+    assert any("Kafka consumer stop did not finish before the shutdown deadline" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]  # fmt: skip

@@ -72,6 +72,9 @@ def train(
         help="which epoch to keep: mean_exit (mean dev accuracy over exits) | full_depth (last exit's dev "
              "accuracy + macro-F1)")] = "mean_exit",
     distill: Annotated[float, typer.Option(help="self-distillation weight: shallow exits also learn the last exit")] = 0.0,
+    ema: Annotated[float, typer.Option(
+        help="keep an exponential moving average of the weights with this decay per step (e.g. 0.995), "
+             "judged on dev and saved instead of the raw weights; 0 = off")] = 0.0,
     rule_max_loss: Annotated[float, typer.Option(
         help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
     calibrate: Annotated[bool, typer.Option(
@@ -89,7 +92,7 @@ def train(
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, weighting=weighting,
                       class_weighting=class_weighting, lora_r=lora_r, seed=seed, threads=threads, device=device,
-                      patience=patience, select=select, distill=distill)
+                      patience=patience, select=select, distill=distill, ema=ema)
     if select not in ("mean_exit", "full_depth"):
         _fail(f"--select must be mean_exit or full_depth, not {select!r}")
     try:

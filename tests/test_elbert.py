@@ -93,11 +93,9 @@ def test_save_then_load_gives_identical_logits(tmp_path, kind):
     torch.testing.assert_close(merged(x, a), expected, atol=1e-5, rtol=1e-5)
 
 
-def test_train_loop_runs_and_keeps_the_best_epoch():
-    model = tiny_classifier("bert", layers=2, head_scale=0.1)
+def _id_data(model: ElbertClassifier) -> tuple[LabelledTexts, LabelledTexts]:
+    """48 random id sequences as texts, with a tokenizer-free path through them (train() tokenizes)."""
     ids = random_ids(48, 3)
-    model.tokenizer = None
-    # train() tokenizes texts; give it a tokenizer-free path through a tiny fake vocabulary of ids.
     texts = [" ".join(map(str, x)) for x in ids]
     labels = [x[1] % 3 for x in ids]
 
@@ -108,12 +106,32 @@ def test_train_loop_runs_and_keeps_the_best_epoch():
             return {"input_ids": [[int(t) for t in s.split()] for s in batch]}
 
     model.tokenizer = IdTokenizer()
-    data = LabelledTexts(texts[:40], labels[:40])
-    dev = LabelledTexts(texts[40:], labels[40:])
+    return LabelledTexts(texts[:40], labels[:40]), LabelledTexts(texts[40:], labels[40:])
+
+
+def test_train_loop_runs_and_keeps_the_best_epoch():
+    model = tiny_classifier("bert", layers=2, head_scale=0.1)
+    data, dev = _id_data(model)
     summary = train(model, data, dev, TrainConfig(epochs=2, batch_size=8, lora_r=2, threads=1), progress=False)
     assert len(summary["history"]) >= 1
     assert 0.0 <= summary["best_dev_score"] <= 1.0
     assert not model.training
+
+
+def test_ema_keeps_the_moving_average_not_the_raw_weights():
+    """A decay near 1 keeps (almost) the average's starting point, the weights after the first
+    step: LoRA's B matrices start at zero and have moved by about one learning rate then, while
+    the raw weights, trained on from the same seed, move more than twice as far."""
+    largest = {}
+    for ema in (0.0, 0.999999):
+        model = tiny_classifier("bert", layers=2, head_scale=0.1)
+        data, dev = _id_data(model)
+        cfg = TrainConfig(epochs=1, batch_size=8, lora_r=2, threads=1, ema=ema)
+        train(model, data, dev, cfg, progress=False)
+        lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+        assert lora_b
+        largest[ema] = max(float(p.abs().max()) for p in lora_b)
+    assert largest[0.999999] <= 1.5 * cfg.lr and largest[0.0] > 2 * largest[0.999999], largest
 
 
 def test_self_distillation_is_zero_only_when_every_exit_agrees_with_the_last():

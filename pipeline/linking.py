@@ -263,6 +263,7 @@ _LIST_GAPS: Final[frozenset[str]] = frozenset(
 _WORD_AFTER = re.compile(r"(?:'s|')?\s+\(?([a-z0-9&]+)")
 _MOVE_AFTER = re.compile(r"(?:'s)?\s+(?:up|down|[+-])\s?\d")  # "META up 3%", "Visa -2%"
 _TO_VERB = re.compile(r"(?:'s)?\s+to\s+([a-z]+)")
+_PARTICLE = re.compile(r"van|von|de|da|di|del|della|der|den|du|le|la|bin|[a-z]+[A-Z][a-z]+")  # in a name
 _PREV_WORD = re.compile(r"([^\W\d_][\w.'&-]*)\s+$")
 _LONG_WORD = re.compile(r"[^\W\d_]{4,}")
 _NEXT_WORD = re.compile(r" ([A-Z][a-z][\w'&-]*)")  # a Capitalised word glued to the name ("CEO" is not)
@@ -276,7 +277,7 @@ _WORDS_BEFORE = re.compile(r"(?:([a-z.]+)\s+)?([a-z.]+)\s+$")
 # settled only by the narrow cues above ("Williams wins Wimbledon title", "Duke beats North
 # Carolina 82-70" are not about Williams Companies or Duke Energy).
 _FINANCE_WORDS: Final[frozenset[str]] = frozenset(
-    ["shares", "share", "stock", "stocks", "equity", "equities", "earnings", "revenue", "revenues", "sales", "profit", "profits", "loss", "losses", "margin", "margins", "guidance", "outlook", "forecast", "forecasts", "dividend", "dividends", "buyback", "buybacks", "ipo", "valuation", "stake", "deal", "deals", "merger", "mergers", "acquisition", "acquisitions", "takeover", "bid", "investors", "investor", "shareholders", "analysts", "analyst", "quarter", "quarterly", "q1", "q2", "q3", "q4", "fiscal", "results", "orders", "bookings", "customers", "subscribers", "users", "contract", "contracts", "lease", "layoffs", "jobs", "capex", "debt", "bonds", "loan", "loans", "lender", "rating", "upgrade", "upgraded", "downgrade", "downgraded", "upside", "downside", "billion", "million", "bn", "mln", "percent", "pct", "market", "markets", "payments", "assets", "unit", "business", "ceo", "cfo", "executives", "premiums", "fees", "demand", "sector", "industry", "rivals", "competitors", "supplier", "suppliers", "price", "prices", "pricing", "comps", "eps", "ebitda", "yield", "estimates", "wall", "nasdaq", "nyse", "s&p"]
+    ["shares", "share", "stock", "stocks", "equity", "equities", "earnings", "revenue", "revenues", "sales", "profit", "profits", "loss", "losses", "margin", "margins", "guidance", "outlook", "forecast", "forecasts", "dividend", "dividends", "buyback", "buybacks", "ipo", "valuation", "stake", "deal", "deals", "merger", "mergers", "acquisition", "acquisitions", "takeover", "bid", "investors", "investor", "shareholders", "analysts", "analyst", "quarter", "quarterly", "q1", "q2", "q3", "q4", "fiscal", "results", "orders", "bookings", "customers", "subscribers", "users", "contract", "contracts", "lease", "layoffs", "jobs", "capex", "debt", "bonds", "loan", "loans", "lender", "rating", "upgrade", "upgraded", "downgrade", "downgraded", "upside", "downside", "billion", "million", "bn", "mln", "percent", "pct", "market", "markets", "payments", "assets", "unit", "business", "ceo", "cfo", "executives", "premiums", "fees", "demand", "sector", "industry", "rivals", "competitors", "supplier", "suppliers", "price", "prices", "pricing", "comps", "eps", "ebitda", "yield", "estimates", "wall", "nasdaq", "nyse", "s&p", "fda", "selloff", "sell-off", "rally", "insurance", "insurer", "insurers", "airline", "airlines", "production", "deliveries", "stores"]
 )
 _MONEY = re.compile(r"[$€£]\s?\d|\d\s?%|\d(?:\.\d+)?\s?(?:bn|b|m|mln|k)\b")
 # A corporate action in the present tense: "Oracle signs", "Delta cancels". (Movement verbs that
@@ -285,7 +286,7 @@ _ACTION_VERBS: Final[tuple[str, ...]] = (
     "add", "agree", "announce", "appoint", "approve", "back", "bet", "bid", "book", "boost", "build",
     "buy", "cancel", "close", "commit", "complete", "confirm", "consider", "cut", "debut",
     "delay", "deliver", "deny", "develop", "drop", "ditch", "eliminate", "end", "expand", "explore",
-    "extend", "eye", "file", "fire", "freeze", "halt", "hike", "hire", "ink", "introduce", "invest",
+    "extend", "eye", "file", "fire", "freeze", "halt", "hike", "hire", "host", "ink", "introduce", "invest",
     "join", "keep", "kick", "launch", "lay", "lead", "lift", "lose", "lower", "mull", "offer",
     "open", "order", "outline", "partner", "pause", "pay", "phase", "pick", "pitch", "pledge",
     "plan", "poach", "post", "prepare", "pull", "push", "raise", "rebrand", "record",
@@ -304,7 +305,18 @@ def _third_person(verb: str) -> str:
     return verb + "s"
 
 
-_VERB_AFTER_ONE: Final[frozenset[str]] = frozenset(_third_person(v) for v in _ACTION_VERBS)
+# A price move: "Adobe slides", "Persimmon jumps 7%" (only in a text about money or markets).
+_MOVE_VERBS: Final[tuple[str, ...]] = (
+    "climb", "dip", "drop", "fall", "gain", "jump", "plunge", "rally", "rebound", "rise", "sink", "slide",
+    "slip", "slump", "soar", "surge", "tumble",
+)
+_VERB_AFTER_ONE: Final[frozenset[str]] = frozenset(_third_person(v) for v in (*_ACTION_VERBS, *_MOVE_VERBS))
+# After two or more names ("Oracle and OpenAI expand", "Unity and Adobe slide"): the plural form.
+_VERB_AFTER_MANY: Final[frozenset[str]] = frozenset((*_ACTION_VERBS, *_MOVE_VERBS))
+# "Oracle and OpenAI expand ...", "GM and Hyundai to co-develop ...": a name, "and" another
+# proper name, then a plural corporate verb or "to" + one.
+_OWNED = re.compile(r"(?:'s|’s)\s+(?:[A-Z]|\d)")
+_AND_NAME_VERB = re.compile(r"(?:'s)?\s+(?:and|&)\s+[A-Z][\w.&'-]*(?:\s+[A-Z][\w.&'-]*)?\s+(?:to\s+)?(?:co-)?([a-z]+)\b")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"“]\s*)$")
 # ", <US state>" after a name makes it a town ("Corning, New York"; "Hartford, Connecticut").
 _US_STATES: Final[tuple[str, ...]] = (
@@ -513,9 +525,15 @@ def _org_confirms(text: str, p: _Pending, orgs: Sequence[tuple[int, int, float]]
 
 def _name_before(text: str, start: int) -> bool:
     """Whether a capitalised word that does not start a sentence's grammar ("The", "Why") comes
-    right before ``start``: "Harrison Ford", "Governor Cooper", "Fed's Williams"."""
+    right before ``start``: "Harrison Ford", "Governor Cooper", "Fed's Williams"; or one and a
+    surname particle ("Vincent van Gogh", "Neil deGrasse Tyson")."""
     prev = _PREV_WORD.search(text[max(0, start - 40) : start])
-    return bool(prev and prev.group(1)[0].isupper() and fold(prev.group(1)) not in _NOT_NAMES)
+    if prev is None:
+        return False
+    word = prev.group(1)
+    if _PARTICLE.fullmatch(word):
+        return _name_before(text, start - len(prev.group(0)))
+    return word[0].isupper() and fold(word) not in _NOT_NAMES
 
 
 def _title_case(text: str) -> bool:
@@ -528,7 +546,7 @@ def _apply_cues(text: str, pending: list[_Pending], universe: Universe) -> None:
     folded = fold(text)
     title_case = _title_case(text)
     finance: bool | None = None  # computed on first need
-    for p in pending:
+    for k, p in enumerate(pending):
         if p.accepted is not None:
             continue
         before = _WORDS_BEFORE.search(folded[max(0, p.start - 40) : p.start])
@@ -542,7 +560,7 @@ def _apply_cues(text: str, pending: list[_Pending], universe: Universe) -> None:
             cue_before
             or (after and after.group(1) in _CUE_AFTER)
             or _MOVE_AFTER.match(folded, p.end)
-            or (to_verb and to_verb.group(1) in _CUE_TO_VERB)
+            or (to_verb and (to_verb.group(1) in _CUE_TO_VERB or to_verb.group(1) in _ACTION_VERBS))
         ):
             p.accepted = "cue"
             continue
@@ -552,9 +570,15 @@ def _apply_cues(text: str, pending: list[_Pending], universe: Universe) -> None:
             if c is not None and c.symbol == p.alias.symbol:
                 p.accepted = "cue"
                 continue
+        if _subject_of_corporate_verb(text, p) or _owner_of_named_thing(text, folded, p, title_case):
+            p.accepted = "cue"
+            continue
         if finance is None:
             finance = _finance_context(folded)
-        if finance and _used_as_company(text, folded, p, title_case, after.group(1) if after else None):
+        if finance and (
+            _used_as_company(text, folded, p, title_case, after.group(1) if after else None)
+            or _last_of_list_with_verb(folded, pending, k, after.group(1) if after else None)
+        ):
             p.accepted = "cue"
     changed = True
     while changed:  # "Apple, Microsoft and Nvidia": a list of companies is a cue for its members
@@ -590,9 +614,38 @@ def _used_as_company(text: str, folded: str, p: _Pending, title_case: bool, next
     if title_case or not text[p.start].isupper() or _NEXT_WORD.match(text, p.end):
         return False
     if _SENTENCE_START.search(text[max(0, p.start - 3) : p.start]):
-        return folded.startswith("'", p.end)
+        return folded.startswith("'", p.end) or folded.endswith("'s", p.start, p.end)  # "Domino's same-store sales"
     prev = _WORDS_BEFORE.search(folded[max(0, p.start - 40) : p.start])
     return not (prev and prev.group(2) == "the")
+
+
+def _subject_of_corporate_verb(text: str, p: _Pending) -> bool:
+    """"Oracle and OpenAI expand ...", "GM and Hyundai to co-develop ...": the name and another
+    proper name are the subject of a plural corporate action verb."""
+    m = _AND_NAME_VERB.match(text, p.end)
+    return m is not None and (m.group(1) in _ACTION_VERBS or m.group(1) in _CUE_TO_VERB)
+
+
+def _owner_of_named_thing(text: str, folded: str, p: _Pending, title_case: bool) -> bool:
+    """In sentence-case text, a capitalised possessive that owns a named thing: a brand, unit or
+    product ("Meta's Instagram", "Amazon's Zoox", "Ford's F-150"); not after "the" ("the Amazon's
+    Rio Negro")."""
+    if title_case or not text[p.start].isupper():
+        return False
+    owned = _OWNED.match(text, p.end - 2 if text.endswith("'s", p.start, p.end) else p.end)
+    if owned is None:
+        return False
+    prev = _WORDS_BEFORE.search(folded[max(0, p.start - 40) : p.start])
+    return not (prev and prev.group(2) == "the")
+
+
+def _last_of_list_with_verb(folded: str, pending: list[_Pending], k: int, next_word: str | None) -> bool:
+    """"Snowflake, Unity and Adobe slide": the last of two or more names joined as a list, with a
+    plural corporate or price-move verb after it (the list pass then takes the others)."""
+    if k == 0 or next_word not in _VERB_AFTER_MANY:
+        return False
+    prev = pending[k - 1]
+    return " ".join(folded[prev.end : pending[k].start].replace("'s", " ").split()) in _LIST_GAPS
 
 
 def _aggregate(mentions: list[Mention], feed: list[str]) -> list[TickerLink]:

@@ -285,6 +285,35 @@ def test_names_used_as_companies_in_money_texts(linker, text: str, expected: lis
     assert syms(linker, text) == expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a capitalised possessive that owns a named brand, unit or product (no money words needed)
+        ("Meta's Threads passes 300 million users", ["META"]),
+        ("Amazon's Kuiper satellites reach orbit", ["AMZN"]),
+        ("Rain in the Amazon's Rio Negro basin eases drought", []),  # "the Amazon's"
+        ("Target's outer ring was hit twice by the archer", []),  # owns no named thing, no market words
+        # a name and another proper name as subject of a plural corporate verb, or "to" + one
+        ("Oracle and OpenAI expand their data center deal", ["ORCL"]),
+        ("Ford and Hyundai develop a shared battery", ["F"]),  # Hyundai is not in the universe
+        ("Ford and Carter walk the red carpet", []),  # not a corporate verb
+        # the last name of a list with a plural corporate or price-move verb, in a money text
+        ("Unity and Adobe sink 5% in a software selloff", ["U", "ADBE"]),
+        ("Unity and Peace march through Berlin", []),  # no verb of ours, no money
+        # a price-move verb after one name, in a money text
+        ("Persimmon jumps 7% on upbeat completions", ["PSN.L"]),
+        # an alias that is itself a possessive, opening a sentence in a money text
+        ("Domino's delivery sales rise 3%", ["DPZ"]),
+        # "to" + a corporate action verb
+        ("Tyson to host investor day in March", ["TSN"]),
+        ("Neil deGrasse Tyson to host a new science series", []),  # a person: surname particle
+        ("Vincent van Gogh's Sunflowers sells for $40 million", []),  # likewise (Gogh is no company)
+    ],
+)
+def test_more_context_cues(linker, text: str, expected: list[str]) -> None:
+    assert syms(linker, text) == expected
+
+
 def test_a_name_followed_by_a_us_state_is_a_town_whatever_the_tagger_says(universe) -> None:
     tagger = FakeTagger({"Dover": 0.99, "Corning": 0.99})
     lk = Linker(universe, tagger)

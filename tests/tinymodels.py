@@ -16,9 +16,9 @@ TOL = 1e-4
 
 def tiny_backbone(kind: str = "bert", layers: int = 4, seed: int = 0) -> Backbone:
     torch.manual_seed(seed)
-    common = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
-                  intermediate_size=64, max_position_embeddings=96, hidden_dropout_prob=0.1,
-                  attention_probs_dropout_prob=0.1)
+    common = {"vocab_size": VOCAB, "hidden_size": 32, "num_hidden_layers": layers, "num_attention_heads": 2,
+              "intermediate_size": 64, "max_position_embeddings": 96, "hidden_dropout_prob": 0.1,
+              "attention_probs_dropout_prob": 0.1}  # fmt: skip
     if kind == "albert":
         cfg = AlbertConfig(embedding_size=16, classifier_dropout_prob=0.1, **common)
     else:

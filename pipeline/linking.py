@@ -38,9 +38,12 @@ symbols the universe does not know are kept as written (``$SPY``).
    company ("Apple, Microsoft and Nvidia"). In a text about money or markets (an amount, a
    percentage, a finance word) also a corporate action verb after the name ("Oracle signs"), or
    the name as a proper noun standing on its own in sentence-case text ("costs Delta $500
-   million", "Meta's Reality Labs loses $4.5 billion"): ``_used_as_company``. The cues are
-   precise but miss much (on the gold slice written blind to them: P 0.978, R 0.60); the tagger
-   catches more (``bench/linking.py``);
+   million", "Meta's Reality Labs loses $4.5 billion"): ``_used_as_company``; or a price-move
+   verb after it, or after the last name of a list ("Unity and Adobe slide"). In any text: a
+   capitalised possessive owning a named thing ("Meta's Instagram", ``_owner_of_named_thing``),
+   or the name and another proper name before a plural corporate verb ("Oracle and OpenAI
+   expand", ``_subject_of_corporate_verb``). The cues are precise but miss much (on the gold
+   slice written blind to them: P 0.979, R 0.63); the tagger catches more (``bench/linking.py``);
    ``fallback="none"``: no cues, only corroboration and the tagger.
 
 **Relevance** in (0, 1] says how central the ticker is to the message. Text mentions (explicit

@@ -450,12 +450,13 @@ def test_module_link_and_feed_resolution() -> None:
 sys.path.insert(0, str(ROOT))
 from bench.linking import BLIND, evaluate, load_gold, oracle_tagger
 
-#: config -> (slice, min precision, min recall). ``development`` leaves out the 100 texts written
-#: blind to test the cue rules (tag ``heldout-cues``), where the cues' recall is 0.60 and the
-#: candidate generator itself (the oracle) finds only 0.84 of the links (lower-case names, names
-#: outside the universe): bench/linking.py reports every slice.
+#: config -> (slice, min precision, min recall): the issue's goal (P >= 0.95, R >= 0.90) on the
+#: whole set, with and without the tagger. ``development`` leaves out the 100 texts written blind
+#: to test the cue rules (tag ``heldout-cues``), where the cues' recall is 0.63 and the candidate
+#: generator itself (the oracle) finds only 0.84 of the links (lower-case names, names outside the
+#: universe): bench/linking.py reports every slice.
 GOLD_THRESHOLDS: dict[str, tuple[str, float, float]] = {
-    "cues": ("development", 0.95, 0.90),
+    "cues": ("all", 0.95, 0.90),
     "oracle": ("development", 0.95, 0.95),
     "tagger": ("all", 0.95, 0.90),
 }

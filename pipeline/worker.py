@@ -414,8 +414,7 @@ class Worker:
         # (a second worker joining as this one is told to stop) was seen to hang on leaving the
         # group. Nothing is lost by moving on: the group drops a silent member after the session
         # timeout, and the outbox recovery of the next start publishes what was not acknowledged.
-        self._begin_stop()
-        self._stop_by = max(self._stop_by, time.monotonic() + 1.0)  # a failed start, or a drain that used it all
+        self._begin_stop()  # a failed start
         if self._consumer is not None:
             await self._bounded(self._consumer.stop(), "Kafka consumer stop")
         if self._publisher is not None:
@@ -439,7 +438,9 @@ class Worker:
         and abandoned, not awaited: ``asyncio.wait_for`` would wait for the cancellation to
         finish, and a client that is stuck may not finish it."""
         task = asyncio.ensure_future(step)
-        await asyncio.wait({task}, timeout=max(0.0, self._stop_by - time.monotonic()))
+        # at least a second each, so that one overrunning step does not leave the next (a producer
+        # flush taking milliseconds) no time at all; a handful of steps stay well inside the watchdog
+        await asyncio.wait({task}, timeout=max(1.0, self._stop_by - time.monotonic()))
         if not task.done():
             task.cancel()
             self._abandoned.append(task)  # keep a reference until the loop ends

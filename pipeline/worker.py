@@ -41,8 +41,8 @@ Five asyncio tasks share one event loop; the engine runs the model in its own th
   nothing downstream of a failed step is marked done, so nothing unsent is ever committed.
 * SIGTERM/SIGINT: stop fetching, drain what is in flight (bounded by ``drain_timeout_s``), commit,
   close; the whole shutdown ends within ``settings.stop_timeout_s`` (a client step that overruns
-  is abandoned, not awaited), so an orchestrator's grace period is never hit. A rebalance drains the revoked partitions the same way before giving them up; work
-  that cannot finish in time is abandoned uncommitted (its outbox entries stay in Redis and the
+  is abandoned, not awaited), inside an orchestrator's grace period. A rebalance drains the
+  revoked partitions the same way before giving them up; work that cannot finish in time is abandoned uncommitted (its outbox entries stay in Redis and the
   next owner recovers them before it consumes).
 """
 
@@ -170,8 +170,8 @@ class Worker:
             ``16 * max_batch`` (deep enough that the engine is not starved while the sinks catch up).
         max_inflight_batches: most micro-batches inside ``engine.predict`` at once.
         commit_interval_s: how often done offsets are committed.
-        drain_timeout_s: how long shutdown and rebalances wait for in-flight work (a shutdown's
-            drain also leaves ``CLOSE_RESERVE_S`` of ``settings.stop_timeout_s`` to closing).
+        drain_timeout_s: how long shutdown and rebalances wait for in-flight work; a shutdown's
+            drain also leaves part of ``settings.stop_timeout_s`` to closing (``CLOSE_RESERVE_S``).
         doc_ttl_s: how long document ids are remembered for de-duplication.
         create_missing_topics: create the input and output topics if they do not exist.
         clock: wall clock in epoch ms.

@@ -42,8 +42,9 @@ Five asyncio tasks share one event loop; the engine runs the model in its own th
 * SIGTERM/SIGINT: stop fetching, drain what is in flight (bounded by ``drain_timeout_s``), commit,
   close; the whole shutdown ends within ``settings.stop_timeout_s`` (a client step that overruns
   is abandoned, not awaited), inside an orchestrator's grace period. A rebalance drains the
-  revoked partitions the same way before giving them up; work that cannot finish in time is abandoned uncommitted (its outbox entries stay in Redis and the
-  next owner recovers them before it consumes).
+  revoked partitions the same way before giving them up; work that cannot finish in time is
+  abandoned uncommitted (its outbox entries stay in Redis and the next owner recovers them
+  before it consumes).
 """
 
 from __future__ import annotations

@@ -255,6 +255,14 @@ def self_distillation(logits: torch.Tensor) -> torch.Tensor:
     return F.kl_div(student, teacher.expand_as(student), reduction="none").sum(-1).mean()
 
 
+def macro_f1(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
+    """Macro-F1 from one confusion matrix (a class never predicted nor present scores 0, as
+    sklearn's ``zero_division=0``); fast enough for grid searches and bootstraps. pred, gold [N]."""
+    conf = np.bincount(gold * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+    tp = np.diag(conf)
+    return float(np.mean(2 * tp / np.maximum(conf.sum(0) + conf.sum(1), 1)))
+
+
 BIAS_GRID = np.round(np.arange(-1.0, 1.51, 0.1), 2)
 
 
@@ -278,10 +286,7 @@ def tune_logit_bias(all_probs: torch.Tensor, gold: torch.Tensor, grid: np.ndarra
             b = np.zeros(c)
             b[others] = combo
             pred = (logp[layer] + b).argmax(-1)
-            conf = np.bincount(y * c + pred, minlength=c * c).reshape(c, c)
-            tp = np.diag(conf)
-            f1 = np.mean(2 * tp / np.maximum(conf.sum(0) + conf.sum(1), 1))
-            score = tp.sum() / len(y) + f1
+            score = float((pred == y).mean()) + macro_f1(pred, y, c)
             if score > best + 1e-12:
                 best, best_b = score, b
         out[layer] = torch.from_numpy(best_b).float()

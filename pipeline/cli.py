@@ -134,7 +134,10 @@ def eval_(
     from rich.table import Table
 
     console = Console()
-    console.print(f"n={report['n']}  accuracy={report['accuracy']:.4f}  macro_f1={report['macro_f1']:.4f}  "
+    ci = report["ci95"]
+    console.print(f"n={report['n']}  accuracy={report['accuracy']:.4f} (95% CI {ci['accuracy'][0]:.3f}-"
+                  f"{ci['accuracy'][1]:.3f})  macro_f1={report['macro_f1']:.4f} (95% CI {ci['macro_f1'][0]:.3f}-"
+                  f"{ci['macro_f1'][1]:.3f})  F1 per class={report['f1_per_class']}  "
                   f"per exit={report['accuracy_per_exit']}")
     table = Table("rule", "params", "accuracy", "macro_f1", "avg exit", "speedup")
     for r in report["rules"]:

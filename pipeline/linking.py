@@ -316,9 +316,10 @@ _MOVE_VERBS: Final[tuple[str, ...]] = (
 _VERB_AFTER_ONE: Final[frozenset[str]] = frozenset(_third_person(v) for v in (*_ACTION_VERBS, *_MOVE_VERBS))
 # After two or more names ("Oracle and OpenAI expand", "Unity and Adobe slide"): the plural form.
 _VERB_AFTER_MANY: Final[frozenset[str]] = frozenset((*_ACTION_VERBS, *_MOVE_VERBS))
+# A possessive before a named thing: "Meta's Instagram", "Ford's F-150".
+_OWNED = re.compile(r"(?:'s|’s)\s+(?:[A-Z]|\d)")
 # "Oracle and OpenAI expand ...", "GM and Hyundai to co-develop ...": a name, "and" another
 # proper name, then a plural corporate verb or "to" + one.
-_OWNED = re.compile(r"(?:'s|’s)\s+(?:[A-Z]|\d)")
 _AND_NAME_VERB = re.compile(r"(?:'s)?\s+(?:and|&)\s+[A-Z][\w.&'-]*(?:\s+[A-Z][\w.&'-]*)?\s+(?:to\s+)?(?:co-)?([a-z]+)\b")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;\"“]\s*)$")
 # ", <US state>" after a name makes it a town ("Corning, New York"; "Hartford, Connecticut").
@@ -589,8 +590,7 @@ def _apply_cues(text: str, pending: list[_Pending], universe: Universe) -> None:
         for a, b in itertools.pairwise(pending):
             if (a.accepted is None) == (b.accepted is None):
                 continue
-            gap = " ".join(folded[a.end : b.start].replace("'s", " ").split())
-            if gap in _LIST_GAPS:
+            if _listed(folded, a, b):
                 for p in (a, b):
                     if p.accepted is None:
                         p.accepted = "cue"
@@ -618,8 +618,7 @@ def _used_as_company(text: str, folded: str, p: _Pending, title_case: bool, next
         return False
     if _SENTENCE_START.search(text[max(0, p.start - 3) : p.start]):
         return folded.startswith("'", p.end) or folded.endswith("'s", p.start, p.end)  # "Domino's same-store sales"
-    prev = _WORDS_BEFORE.search(folded[max(0, p.start - 40) : p.start])
-    return not (prev and prev.group(2) == "the")
+    return not _after_the(folded, p.start)
 
 
 def _subject_of_corporate_verb(text: str, p: _Pending) -> bool:
@@ -636,19 +635,24 @@ def _owner_of_named_thing(text: str, folded: str, p: _Pending, title_case: bool)
     if title_case or not text[p.start].isupper():
         return False
     owned = _OWNED.match(text, p.end - 2 if text.endswith("'s", p.start, p.end) else p.end)
-    if owned is None:
-        return False
-    prev = _WORDS_BEFORE.search(folded[max(0, p.start - 40) : p.start])
-    return not (prev and prev.group(2) == "the")
+    return owned is not None and not _after_the(folded, p.start)
+
+
+def _after_the(folded: str, start: int) -> bool:
+    """Whether "the" comes right before ``start`` ("the Amazon": a river, not a company)."""
+    prev = _WORDS_BEFORE.search(folded[max(0, start - 40) : start])
+    return prev is not None and prev.group(2) == "the"
 
 
 def _last_of_list_with_verb(folded: str, pending: list[_Pending], k: int, next_word: str | None) -> bool:
     """"Snowflake, Unity and Adobe slide": the last of two or more names joined as a list, with a
     plural corporate or price-move verb after it (the list pass then takes the others)."""
-    if k == 0 or next_word not in _VERB_AFTER_MANY:
-        return False
-    prev = pending[k - 1]
-    return " ".join(folded[prev.end : pending[k].start].replace("'s", " ").split()) in _LIST_GAPS
+    return k > 0 and next_word in _VERB_AFTER_MANY and _listed(folded, pending[k - 1], pending[k])
+
+
+def _listed(folded: str, a: _Pending, b: _Pending) -> bool:
+    """Whether only a list separator (``_LIST_GAPS``) stands between names ``a`` and ``b``."""
+    return " ".join(folded[a.end : b.start].replace("'s", " ").split()) in _LIST_GAPS
 
 
 def _aggregate(mentions: list[Mention], feed: list[str]) -> list[TickerLink]:

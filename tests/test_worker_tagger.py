@@ -12,21 +12,21 @@ from pipeline.infra import EmbeddedBroker, create_topics
 from pipeline.schemas import ScoredDocument
 from pipeline.settings import Settings
 
-# Ambiguous names with no context cue: the cue rules link nothing here, the shipped tagger marks
-# each name as an organisation (see bench/linking.py --tagger default).
+# Ambiguous names the shipped tagger marks as organisations (bench/linking.py --tagger default).
+# Without the tagger the cue rules leave the first unlinked ("completions" is no cue of theirs).
 TEXTS = {
-    "dpz": ("Domino's same-store sales miss estimates", {"DPZ"}),
+    "psn": ("Persimmon completions rise 7% as mortgage rates ease", {"PSN.L"}),
     "lly": ("Lilly's weight-loss drug sales double", {"LLY"}),
     "cash": ("$AAPL closes at a record", {"AAPL"}),  # explicit: no tagger needed
 }
 
 
 def test_build_linker_uses_the_tagger_only_when_asked() -> None:
-    text = TEXTS["dpz"][0]
+    text = TEXTS["psn"][0]
     assert build_linker(Settings()).tagger is None
     assert build_linker(Settings()).link_text(text) == []
     links = build_linker(Settings(tagger="default")).link_text(text)
-    assert [(x.symbol, x.method) for x in links] == [("DPZ", "name")]
+    assert [(x.symbol, x.method) for x in links] == [("PSN.L", "name")]
     assert links[0].confidence is not None and links[0].confidence >= 0.5
 
 
@@ -59,5 +59,5 @@ def test_worker_links_ambiguous_names_with_the_tagger(broker: EmbeddedBroker, re
     assert set(docs) == set(TEXTS)
     for key, (_, want) in TEXTS.items():
         assert {t.symbol for t in docs[key].tickers} == want, key
-    assert docs["dpz"].tickers[0].confidence is not None  # the tagger decided it
+    assert docs["psn"].tickers[0].confidence is not None  # the tagger decided it
     assert docs["cash"].tickers[0].confidence is None  # a cashtag needs no tagger

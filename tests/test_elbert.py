@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tinymodels import random_ids, tiny_backbone, tiny_classifier
+from tinymodels import labelled_ids, random_ids, tiny_backbone, tiny_classifier
 
 from models.datasets import DataError, LabelledTexts, read_labelled_csv
 from models.elbert import ElbertClassifier
@@ -94,19 +94,9 @@ def test_save_then_load_gives_identical_logits(tmp_path, kind):
 
 
 def _id_data(model: ElbertClassifier) -> tuple[LabelledTexts, LabelledTexts]:
-    """48 random id sequences as texts, with a tokenizer-free path through them (train() tokenizes)."""
-    ids = random_ids(48, 3)
-    texts = [" ".join(map(str, x)) for x in ids]
-    labels = [x[1] % 3 for x in ids]
-
-    class IdTokenizer:
-        pad_token_id = 0
-
-        def __call__(self, batch, **_):
-            return {"input_ids": [[int(t) for t in s.split()] for s in batch]}
-
-    model.tokenizer = IdTokenizer()
-    return LabelledTexts(texts[:40], labels[:40]), LabelledTexts(texts[40:], labels[40:])
+    """48 labelled id sequences: 40 to train on, 8 for dev."""
+    data = labelled_ids(model, 48)
+    return LabelledTexts(data.texts[:40], data.labels[:40]), LabelledTexts(data.texts[40:], data.labels[40:])
 
 
 def test_train_loop_runs_and_keeps_the_best_epoch():

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import torch
 from sklearn.metrics import f1_score
-from tinymodels import random_ids, tiny_classifier
+from tinymodels import labelled_ids, tiny_classifier
 
-from models.datasets import LabelledTexts
 from models.evaluate import confidence_intervals, evaluate
 
 
@@ -40,16 +39,7 @@ def test_a_perfect_model_has_a_point_interval() -> None:
 
 def test_evaluate_reports_intervals_and_f1_per_class() -> None:
     model = tiny_classifier("bert", layers=2, head_scale=0.1)
-    ids = random_ids(60, 3)
-
-    class IdTokenizer:
-        pad_token_id = 0
-
-        def __call__(self, batch, **_):
-            return {"input_ids": [[int(t) for t in s.split()] for s in batch]}
-
-    model.tokenizer = IdTokenizer()
-    data = LabelledTexts([" ".join(map(str, x)) for x in ids], [x[1] % 3 for x in ids])
+    data = labelled_ids(model, 60)
     report = evaluate(model, data)
     assert set(report["f1_per_class"]) == set(model.labels)
     assert abs(sum(report["f1_per_class"].values()) / 3 - report["macro_f1"]) < 1e-3

@@ -7,6 +7,7 @@ import torch
 from transformers import AlbertConfig, BertConfig
 
 from models.backbone import Backbone
+from models.datasets import LabelledTexts
 from models.elbert import ElbertClassifier, ElbertConfig
 from models.exits import ConfidenceWindow, Entropy, ExitRule, MaxProb, Patience, normalized_entropy
 
@@ -49,6 +50,23 @@ def random_ids(n: int, seed: int, min_len: int = 2, max_len: int = 40) -> list[l
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(min_len, max_len + 1, (n,), generator=g).tolist()
     return [[101 % VOCAB] + torch.randint(5, VOCAB, (k - 1,), generator=g).tolist() for k in lengths]
+
+
+class IdTokenizer:
+    """Texts of space-separated token ids -> those ids: train() and evaluate() tokenize, and the
+    tiny models have no vocabulary."""
+
+    pad_token_id = 0
+
+    def __call__(self, batch, **_):
+        return {"input_ids": [[int(t) for t in s.split()] for s in batch]}
+
+
+def labelled_ids(model: ElbertClassifier, n: int, seed: int = 3) -> LabelledTexts:
+    """``n`` random id sequences as texts with labels, and ``model`` set to read them."""
+    ids = random_ids(n, seed)
+    model.tokenizer = IdTokenizer()
+    return LabelledTexts([" ".join(map(str, x)) for x in ids], [x[1] % 3 for x in ids])
 
 
 @torch.no_grad()

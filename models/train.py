@@ -18,6 +18,11 @@ average over the last few hundred steps of a noisy small-batch trajectory.
 ``distill`` > 0 adds FastBERT-style self-distillation: every shallower exit also learns the last
 exit's (detached) distribution, which carries more than the one-hot label about borderline texts.
 
+``teachers`` (trained artifacts) turn on ensemble distillation: every exit's target becomes
+``(1 - teacher_weight) * one-hot + teacher_weight * p_T``, where p_T is the mean of the teachers'
+full-depth probabilities (logit biases off) on that training text. Models that differ only in their
+seed disagree on borderline and mislabelled texts; their average tells the student which ones.
+
 Batches are length-grouped (sorted within a shuffled window of 50 batches) so little compute goes
 to padding; the run is seeded and deterministic on CPU for a fixed thread count. Early stopping
 watches the dev set: by default the mean accuracy over all exits (every exit serves traffic), or with
@@ -59,17 +64,20 @@ class TrainConfig:
     lora_r: int = 16
     lora_alpha: int = 32
     seed: int = 13
+    split_seed: int | None = None  # seed of the 10% dev hold-out; None = ``seed`` (set it to vary only the init)
     patience: int = 1  # epochs without dev improvement before stopping
     select: str = "mean_exit"  # "mean_exit": mean dev accuracy over exits | "full_depth": dev accuracy + macro-F1 of the last exit
     distill: float = 0.0  # weight of self-distillation: KL(last exit || exit l) for l < L, last exit detached
     ema: float = 0.0  # decay of a weight moving average that is evaluated and kept instead (0 = off)
+    teachers: tuple[str, ...] = ()  # artifact directories whose mean full-depth probabilities are soft targets
+    teacher_weight: float = 0.5  # share of the teachers' distribution in every exit's target
     threads: int | None = None
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ExitLoss(nn.Module):
-    """Combine per-exit losses. logits [L, B, C], labels [B] -> scalar."""
+    """Combine per-exit losses. logits [L, B, C], target [B] class ids or [B, C] probabilities -> scalar."""
 
     def __init__(self, num_layers: int, weighting: str, class_weight: torch.Tensor | None = None):
         super().__init__()
@@ -83,16 +91,19 @@ class ExitLoss(nn.Module):
         self.register_buffer("fixed", fixed)
         self.class_weight = class_weight
 
-    def per_exit(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def per_exit(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of every exit, [L]. target: class ids [B] or class probabilities [B, C]."""
         num_layers, batch, c = logits.shape
-        y = labels.repeat(num_layers)
+        soft = target.dim() == 2
+        y = target.repeat(num_layers, 1) if soft else target.repeat(num_layers)
         ce = F.cross_entropy(logits.reshape(-1, c), y, weight=self.class_weight, reduction="none")
         if self.class_weight is not None:  # weighted mean per exit, as cross_entropy's own mean does
-            return ce.view(num_layers, batch).sum(1) / self.class_weight[y].view(num_layers, batch).sum(1)
+            per_sample = target @ self.class_weight if soft else self.class_weight[target]
+            return ce.view(num_layers, batch).sum(1) / per_sample.sum()
         return ce.view(num_layers, batch).mean(1)
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        ce = self.per_exit(logits, labels)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        ce = self.per_exit(logits, target)
         if self.weighting == "learned":
             return (torch.exp(-self.log_var) * ce + self.log_var).sum() / self.num_layers
         return (self.fixed * ce).sum()
@@ -178,8 +189,11 @@ def split_dev(data: LabelledTexts, fraction: float, seed: int) -> tuple[Labelled
 
 
 def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg: TrainConfig,
-          progress: bool = True) -> dict[str, Any]:
-    """Fine-tune ``model`` in place; keeps the weights of the best dev epoch. Returns a history."""
+          progress: bool = True, soft_targets: torch.Tensor | None = None) -> dict[str, Any]:
+    """Fine-tune ``model`` in place; keeps the weights of the best dev epoch. Returns a history.
+
+    ``soft_targets`` [N, C] (rows sum to 1) replace the one-hot labels of ``data`` in the loss.
+    """
     prepare_for_training(model, cfg.seed, cfg.threads, cfg.lora_r, cfg.lora_alpha, cfg.device)
     loss_fn = ExitLoss(model.num_layers, cfg.weighting, class_weights(data.labels, len(model.labels),
                                                                     cfg.class_weighting)).to(cfg.device)
@@ -193,7 +207,7 @@ def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg:
     trainable = set(trainable_state(model))
     ids, _ = model.encode(data.texts)
     dev_ids, _ = model.encode(dev.texts)
-    labels = torch.tensor(data.labels)
+    labels = torch.tensor(data.labels) if soft_targets is None else soft_targets.float()
     rng = np.random.default_rng(cfg.seed)
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -253,6 +267,26 @@ def self_distillation(logits: torch.Tensor) -> torch.Tensor:
     teacher = logits[-1].detach().softmax(-1)
     student = logits[:-1].log_softmax(-1)
     return F.kl_div(student, teacher.expand_as(student), reduction="none").sum(-1).mean()
+
+
+def teacher_targets(teachers: list[ElbertClassifier], data: LabelledTexts, labels: list[str], weight: float,
+                    device: str = "cpu") -> torch.Tensor:
+    """Soft targets [N, C]: (1 - weight) * one-hot(label) + weight * mean teacher full-depth probabilities.
+
+    The teachers' logit biases are switched off: they were tuned for decisions, and the student's own
+    biases are tuned on dev after training.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"teacher weight must lie in [0, 1], not {weight}")
+    mean = torch.zeros(len(data), len(labels))
+    for teacher in teachers:
+        if teacher.labels != labels:
+            raise ValueError(f"a teacher has labels {teacher.labels}, the student has {labels}")
+        teacher.to(device).set_logit_bias(torch.zeros_like(teacher.logit_bias))
+        ids, _ = teacher.encode(data.texts)
+        mean += exit_probabilities(teacher, ids, device=device, progress=True)[-1] / len(teachers)
+    hard = F.one_hot(torch.tensor(data.labels), len(labels)).float()
+    return (1 - weight) * hard + weight * mean
 
 
 def macro_f1(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
@@ -325,9 +359,14 @@ def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainCo
     if valid_path is not None:
         dev = read_labelled_csv(valid_path)
     else:
-        data, dev = split_dev(data, 0.1, cfg.seed)
+        data, dev = split_dev(data, 0.1, cfg.seed if cfg.split_seed is None else cfg.split_seed)
     model = ElbertClassifier.from_backbone(base, pooling=pooling, shared_head=shared_head, max_length=max_length)
-    summary = train(model, data, dev, cfg)
+    soft = None
+    if cfg.teachers:
+        teachers = [ElbertClassifier.load(path) for path in cfg.teachers]
+        soft = teacher_targets(teachers, data, model.labels, cfg.teacher_weight, cfg.device)
+        del teachers
+    summary = train(model, data, dev, cfg, soft_targets=soft)
     if calibrated:
         summary.update(calibrate(model, dev, rule_max_loss))
     model.config.version = f"{out.name}-{time.strftime('%Y%m%d')}"

@@ -67,6 +67,8 @@ def train(
     lora_r: int = 16,
     max_length: int = 128,
     seed: int = 13,
+    split_seed: Annotated[int | None, typer.Option(
+        help="seed of the 10% dev hold-out (default: --seed); fix it to compare runs that differ only in --seed")] = None,
     patience: Annotated[int, typer.Option(help="epochs without dev improvement before stopping")] = 1,
     select: Annotated[str, typer.Option(
         help="which epoch to keep: mean_exit (mean dev accuracy over exits) | full_depth (last exit's dev "
@@ -75,6 +77,9 @@ def train(
     ema: Annotated[float, typer.Option(
         help="keep an exponential moving average of the weights with this decay per step (e.g. 0.995), "
              "judged on dev and saved instead of the raw weights; 0 = off")] = 0.0,
+    teacher: Annotated[list[Path] | None, typer.Option(metavar="DIR", help="a trained artifact to distil from (repeat for an ensemble): every exit learns the mix "
+             "(1 - teacher-weight) * label + teacher-weight * the teachers' mean full-depth probabilities")] = None,
+    teacher_weight: Annotated[float, typer.Option(help="share of the teachers' distribution in the target, 0..1")] = 0.5,
     rule_max_loss: Annotated[float, typer.Option(
         help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
     calibrate: Annotated[bool, typer.Option(
@@ -91,8 +96,10 @@ def train(
     from models.train import TrainConfig, train_main
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, weighting=weighting,
-                      class_weighting=class_weighting, lora_r=lora_r, seed=seed, threads=threads, device=device,
-                      patience=patience, select=select, distill=distill, ema=ema)
+                      class_weighting=class_weighting, lora_r=lora_r, seed=seed, split_seed=split_seed,
+                      threads=threads, device=device,
+                      patience=patience, select=select, distill=distill, ema=ema,
+                      teachers=tuple(str(t) for t in teacher or ()), teacher_weight=teacher_weight)
     if select not in ("mean_exit", "full_depth"):
         _fail(f"--select must be mean_exit or full_depth, not {select!r}")
     try:

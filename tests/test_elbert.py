@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from tinymodels import labelled_ids, random_ids, tiny_backbone, tiny_classifier
+import torch.nn.functional as F
+from tinymodels import exit_probs_one, labelled_ids, random_ids, tiny_backbone, tiny_classifier
 
 from models.datasets import DataError, LabelledTexts, read_labelled_csv
 from models.elbert import ElbertClassifier
-from models.train import ExitLoss, TrainConfig, length_grouped_batches, train
+from models.train import ExitLoss, TrainConfig, length_grouped_batches, teacher_targets, train
 
 
 @pytest.mark.parametrize("kind", ["bert", "albert"])
@@ -122,6 +123,59 @@ def test_ema_keeps_the_moving_average_not_the_raw_weights():
         assert lora_b
         largest[ema] = max(float(p.detach().abs().max()) for p in lora_b)
     assert largest[0.999999] <= 1.5 * cfg.lr and largest[0.0] > 2 * largest[0.999999], largest
+
+
+def test_one_hot_soft_targets_give_exactly_the_hard_label_loss():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 6, 3, generator=g)
+    y = torch.tensor([0, 1, 2, 1, 1, 0])
+    for class_weight in (None, torch.tensor([2.0, 0.5, 1.5])):
+        loss = ExitLoss(3, "linear", class_weight)
+        torch.testing.assert_close(loss.per_exit(logits, F.one_hot(y, 3).float()), loss.per_exit(logits, y))
+    soft = F.one_hot(y, 3).float() * 0.6 + 0.4 * logits[0].softmax(-1)
+    assert not torch.allclose(ExitLoss(3, "linear").per_exit(logits, soft), ExitLoss(3, "linear").per_exit(logits, y))
+
+
+def _teachers_and_data() -> tuple[list[ElbertClassifier], LabelledTexts, torch.Tensor]:
+    """Two tiny teachers, 40 texts they can read, and their mean full-depth probabilities [40, C]."""
+    teachers = [tiny_classifier("bert", layers=2, seed=s) for s in (5, 6)]
+    data = labelled_ids(teachers[0], 40)
+    labelled_ids(teachers[1], 40)  # the same texts; sets its tokenizer
+    ids = [list(map(int, t.split())) for t in data.texts]
+    mean = sum(torch.stack([exit_probs_one(t, x)[-1] for x in ids]) for t in teachers) / 2
+    return teachers, data, mean
+
+
+def test_teacher_targets_mix_the_label_with_the_teachers_mean_probabilities_without_their_biases():
+    teachers, data, mean = _teachers_and_data()
+    for t in teachers:
+        t.set_logit_bias(torch.full_like(t.logit_bias, 2.0) * torch.tensor([1.0, 0.0, -1.0]))
+    labels = teachers[0].labels
+    hard = F.one_hot(torch.tensor(data.labels), 3).float()
+    soft = teacher_targets(teachers, data, labels, 0.3)
+    torch.testing.assert_close(soft, 0.7 * hard + 0.3 * mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(40))
+    assert torch.equal(teacher_targets(teachers, data, labels, 0.0), hard)
+    with pytest.raises(ValueError, match="teacher weight"):
+        teacher_targets(teachers, data, labels, 1.5)
+    with pytest.raises(ValueError, match="labels"):
+        teacher_targets(teachers, data, ["bearish", "neutral", "bullish"], 0.5)
+
+
+def test_distillation_pulls_the_student_towards_the_teachers():
+    """Random labels and confident random teachers: a student trained on the teachers' distribution
+    (weight 1) ends closer to it than the same student trained on the labels."""
+    teachers, data, mean = _teachers_and_data()
+    gaps = {}
+    for name, soft in (("labels", None), ("teachers", teacher_targets(teachers, data, teachers[0].labels, 1.0))):
+        student = tiny_classifier("bert", layers=2, seed=9, head_scale=0.1)
+        labelled_ids(student, 40)
+        cfg = TrainConfig(epochs=4, batch_size=8, lora_r=4, lr=5e-3, head_lr=3e-2, threads=1, patience=9)
+        train(student, data, data, cfg, progress=False, soft_targets=soft)
+        ids = [list(map(int, t.split())) for t in data.texts]
+        probs = torch.stack([exit_probs_one(student, x)[-1] for x in ids])
+        gaps[name] = float(F.kl_div(probs.log(), mean, reduction="batchmean"))
+    assert gaps["teachers"] < 0.7 * gaps["labels"], gaps
 
 
 def test_self_distillation_is_zero_only_when_every_exit_agrees_with_the_last():

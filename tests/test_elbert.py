@@ -191,6 +191,16 @@ def test_self_distillation_is_zero_only_when_every_exit_agrees_with_the_last():
     assert differ.grad[-1].abs().sum() == 0  # the teacher (last exit) is detached
 
 
+def test_dev_split_is_a_seeded_disjoint_tenth():
+    from models.train import split_dev
+
+    data = LabelledTexts([f"t{i}" for i in range(200)], [i % 3 for i in range(200)])
+    train_part, dev = split_dev(data, 0.1, 13)
+    assert len(dev) == 20 and sorted(train_part.texts + dev.texts) == sorted(data.texts)
+    assert split_dev(data, 0.1, 13)[1].texts == dev.texts
+    assert split_dev(data, 0.1, 29)[1].texts != dev.texts
+
+
 def test_csv_with_a_bad_row_names_the_line(tmp_path):
     f = tmp_path / "d.csv"
     f.write_text('text,label\n"fine, row",positive\nanother,neutral\n"bad one",bullish\n')

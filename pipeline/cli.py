@@ -79,6 +79,9 @@ def train(
              "judged on dev and saved instead of the raw weights; 0 = off")] = 0.0,
     teacher: Annotated[list[Path] | None, typer.Option(metavar="DIR", help="a trained artifact to distil from (repeat for an ensemble): every exit learns the mix "
              "(1 - teacher-weight) * label + teacher-weight * the teachers' mean full-depth probabilities")] = None,
+    cross_fit: Annotated[int, typer.Option(
+        help="instead of --teacher: distil out-of-fold probabilities from this many models of the same "
+             "recipe, each trained on the other folds (K + 1 trainings); 0 = off")] = 0,
     teacher_weight: Annotated[float, typer.Option(help="share of the teachers' distribution in the target, 0..1")] = 0.5,
     rule_max_loss: Annotated[float, typer.Option(
         help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
@@ -99,7 +102,12 @@ def train(
                       class_weighting=class_weighting, lora_r=lora_r, seed=seed, split_seed=split_seed,
                       threads=threads, device=device,
                       patience=patience, select=select, distill=distill, ema=ema,
-                      teachers=tuple(str(t) for t in teacher or ()), teacher_weight=teacher_weight)
+                      teachers=tuple(str(t) for t in teacher or ()), cross_fit=cross_fit,
+                      teacher_weight=teacher_weight)
+    if teacher and cross_fit:
+        _fail("--teacher and --cross-fit are two sources of soft targets; give one")
+    if cross_fit == 1 or cross_fit < 0:
+        _fail(f"--cross-fit needs at least 2 folds (0 = off), not {cross_fit}")
     if select not in ("mean_exit", "full_depth"):
         _fail(f"--select must be mean_exit or full_depth, not {select!r}")
     try:

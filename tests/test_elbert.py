@@ -1,5 +1,6 @@
 """ELBERT classifier: training forward, one training step, save/load, data errors."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +8,15 @@ from tinymodels import exit_probs_one, labelled_ids, random_ids, tiny_backbone, 
 
 from models.datasets import DataError, LabelledTexts, read_labelled_csv
 from models.elbert import ElbertClassifier
-from models.train import ExitLoss, TrainConfig, length_grouped_batches, teacher_targets, train
+from models.train import (
+    ExitLoss,
+    TrainConfig,
+    cross_fit_probabilities,
+    ensemble_probabilities,
+    length_grouped_batches,
+    mix_targets,
+    train,
+)
 
 
 @pytest.mark.parametrize("kind", ["bert", "albert"])
@@ -151,15 +160,39 @@ def test_teacher_targets_mix_the_label_with_the_teachers_mean_probabilities_with
     for t in teachers:
         t.set_logit_bias(torch.full_like(t.logit_bias, 2.0) * torch.tensor([1.0, 0.0, -1.0]))
     labels = teachers[0].labels
+    probs = ensemble_probabilities(teachers, data, labels)
+    torch.testing.assert_close(probs, mean, atol=1e-5, rtol=1e-5)
     hard = F.one_hot(torch.tensor(data.labels), 3).float()
-    soft = teacher_targets(teachers, data, labels, 0.3)
+    soft = mix_targets(data.labels, probs, 0.3)
     torch.testing.assert_close(soft, 0.7 * hard + 0.3 * mean, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(soft.sum(-1), torch.ones(40))
-    assert torch.equal(teacher_targets(teachers, data, labels, 0.0), hard)
+    assert torch.equal(mix_targets(data.labels, probs, 0.0), hard)
     with pytest.raises(ValueError, match="teacher weight"):
-        teacher_targets(teachers, data, labels, 1.5)
+        mix_targets(data.labels, probs, 1.5)
     with pytest.raises(ValueError, match="labels"):
-        teacher_targets(teachers, data, ["bearish", "neutral", "bullish"], 0.5)
+        ensemble_probabilities(teachers, data, ["bearish", "neutral", "bullish"])
+
+
+def test_cross_fit_scores_every_fold_with_a_model_that_never_saw_it():
+    """Each fold's probabilities are those of a model trained, the same way, on the other folds only."""
+    def make() -> ElbertClassifier:
+        model = tiny_classifier("bert", layers=2, seed=9, head_scale=0.1)
+        labelled_ids(model, 30)
+        return model
+
+    data = labelled_ids(make(), 30)
+    cfg = TrainConfig(epochs=1, batch_size=8, lora_r=2, threads=1, cross_fit=3)
+    probs = cross_fit_probabilities(make, data, data, cfg, progress=False)
+    assert probs.shape == (30, 3)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(30))
+    folds = np.array_split(np.random.default_rng(cfg.seed + 1).permutation(30), 3)
+    rest = sorted(set(range(30)) - set(folds[1].tolist()))
+    alone = make()
+    train(alone, data.subset(rest), data, TrainConfig(epochs=1, batch_size=8, lora_r=2, threads=1), progress=False)
+    expected = torch.stack([exit_probs_one(alone, list(map(int, data.texts[i].split())))[-1] for i in folds[1]])
+    torch.testing.assert_close(probs[torch.from_numpy(folds[1])], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="2 folds"):
+        cross_fit_probabilities(make, data, data, TrainConfig(cross_fit=1), progress=False)
 
 
 def test_distillation_pulls_the_student_towards_the_teachers():
@@ -167,7 +200,8 @@ def test_distillation_pulls_the_student_towards_the_teachers():
     (weight 1) ends closer to it than the same student trained on the labels."""
     teachers, data, mean = _teachers_and_data()
     gaps = {}
-    for name, soft in (("labels", None), ("teachers", teacher_targets(teachers, data, teachers[0].labels, 1.0))):
+    soft_targets = mix_targets(data.labels, ensemble_probabilities(teachers, data, teachers[0].labels), 1.0)
+    for name, soft in (("labels", None), ("teachers", soft_targets)):
         student = tiny_classifier("bert", layers=2, seed=9, head_scale=0.1)
         labelled_ids(student, 40)
         cfg = TrainConfig(epochs=4, batch_size=8, lora_r=4, lr=5e-3, head_lr=3e-2, threads=1, patience=9)

@@ -278,6 +278,11 @@ def test_logit_bias_is_tuned_on_dev_and_survives_save_load(tmp_path):
     assert bias[:, 1].eq(0).all()  # the majority class keeps bias 0
     pred = (p.log() + bias[:, None]).argmax(-1)
     assert (pred == gold).all()
+    # Over-prediction too: class 0 wins every neutral text by log(0.75 / 0.2) = 1.32.
+    p[:, 30:] = torch.tensor([0.75, 0.20, 0.05])
+    p[:, :30] = torch.tensor([0.90, 0.08, 0.02])
+    bias = tune_logit_bias(p, gold)
+    assert ((p.log() + bias[:, None]).argmax(-1) == gold).all(), bias
 
     model = tiny_classifier("bert", layers=2)
     model.set_logit_bias(torch.tensor([[0.5, 0.0, -0.25], [0.1, 0.0, 0.2]]))

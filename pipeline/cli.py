@@ -83,6 +83,9 @@ def train(
         help="instead of --teacher: distil out-of-fold probabilities from this many models of the same "
              "recipe, each trained on the other folds (K + 1 trainings); 0 = off")] = 0,
     teacher_weight: Annotated[float, typer.Option(help="share of the teachers' distribution in the target, 0..1")] = 0.5,
+    kd_temperature: Annotated[float, typer.Option(
+        help="with --teacher/--cross-fit: > 1 distils the teachers' softmax at this temperature in a separate "
+             "T^2-scaled term (Hinton et al.); 1 = one cross-entropy against the mixed target")] = 1.0,
     rule_max_loss: Annotated[float, typer.Option(
         help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
     calibrate: Annotated[bool, typer.Option(
@@ -103,9 +106,11 @@ def train(
                       threads=threads, device=device,
                       patience=patience, select=select, distill=distill, ema=ema,
                       teachers=tuple(str(t) for t in teacher or ()), cross_fit=cross_fit,
-                      teacher_weight=teacher_weight)
+                      teacher_weight=teacher_weight, kd_temperature=kd_temperature)
     if teacher and cross_fit:
         _fail("--teacher and --cross-fit are two sources of soft targets; give one")
+    if kd_temperature <= 0:
+        _fail(f"--kd-temperature must be positive, not {kd_temperature}")
     if cross_fit == 1 or cross_fit < 0:
         _fail(f"--cross-fit needs at least 2 folds (0 = off), not {cross_fit}")
     if select not in ("mean_exit", "full_depth"):

@@ -12,6 +12,7 @@ from models.train import (
     ExitLoss,
     TrainConfig,
     cross_fit_probabilities,
+    distillation_per_exit,
     ensemble_probabilities,
     length_grouped_batches,
     mix_targets,
@@ -145,6 +146,26 @@ def test_one_hot_soft_targets_give_exactly_the_hard_label_loss():
     assert not torch.allclose(ExitLoss(3, "linear").per_exit(logits, soft), ExitLoss(3, "linear").per_exit(logits, y))
 
 
+def test_hinton_distillation_scales_a_separate_softened_term_and_reduces_to_the_mixed_target_at_t1():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 5, 3, generator=g)
+    y = torch.tensor([0, 2, 1, 1, 0])
+    teacher = torch.randn(5, 3, generator=g).softmax(-1)
+    for class_weight in (None, torch.tensor([2.0, 0.5, 1.5])):
+        loss = ExitLoss(3, "learned", class_weight)
+        torch.testing.assert_close(distillation_per_exit(loss, logits, y, teacher, 0.3, 1.0),
+                                   loss.per_exit(logits, mix_targets(y, teacher, 0.3)))
+        hinton = distillation_per_exit(loss, logits, y, teacher, 0.3, 2.0)
+        torch.testing.assert_close(hinton, 0.7 * loss.per_exit(logits, y) + 0.3 * 4 * loss.per_exit(logits / 2, teacher))
+    # no class weights: the softened term is T^2 * (KL + the teacher's entropy), KL computed independently
+    kl = F.kl_div((logits / 2).log_softmax(-1), teacher.expand(3, 5, 3), reduction="none").sum(-1).mean(-1)
+    entropy = -(teacher * teacher.log()).sum(-1).mean()
+    torch.testing.assert_close(distillation_per_exit(ExitLoss(3, "equal"), logits, y, teacher, 1.0, 2.0),
+                               4 * (kl + entropy))
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_per_exit(ExitLoss(3, "equal"), logits, y, teacher, 0.5, -1.0)
+
+
 def _teachers_and_data() -> tuple[list[ElbertClassifier], LabelledTexts, torch.Tensor]:
     """Two tiny teachers, 40 texts they can read, and their mean full-depth probabilities [40, C]."""
     teachers = [tiny_classifier("bert", layers=2, seed=s) for s in (5, 6)]
@@ -162,6 +183,11 @@ def test_teacher_targets_mix_the_label_with_the_teachers_mean_probabilities_with
     labels = teachers[0].labels
     probs = ensemble_probabilities(teachers, data, labels)
     torch.testing.assert_close(probs, mean, atol=1e-5, rtol=1e-5)
+    ids = [list(map(int, t.split())) for t in data.texts]
+    softened = sum(torch.stack([exit_probs_one(t, x)[-1] for x in ids]).log().div(2).softmax(-1) for t in teachers) / 2
+    torch.testing.assert_close(ensemble_probabilities(teachers, data, labels, temperature=2.0), softened,
+                               atol=1e-5, rtol=1e-5)
+    assert softened.min() > 10 * mean.min()  # softer: the unlikely classes gain mass
     hard = F.one_hot(torch.tensor(data.labels), 3).float()
     soft = mix_targets(data.labels, probs, 0.3)
     torch.testing.assert_close(soft, 0.7 * hard + 0.3 * mean, atol=1e-5, rtol=1e-5)
@@ -200,12 +226,13 @@ def test_distillation_pulls_the_student_towards_the_teachers():
     (weight 1) ends closer to it than the same student trained on the labels."""
     teachers, data, mean = _teachers_and_data()
     gaps = {}
-    soft_targets = mix_targets(data.labels, ensemble_probabilities(teachers, data, teachers[0].labels), 1.0)
-    for name, soft in (("labels", None), ("teachers", soft_targets)):
+    teacher_probs = ensemble_probabilities(teachers, data, teachers[0].labels)
+    for name, soft in (("labels", None), ("teachers", teacher_probs)):
         student = tiny_classifier("bert", layers=2, seed=9, head_scale=0.1)
         labelled_ids(student, 40)
-        cfg = TrainConfig(epochs=4, batch_size=8, lora_r=4, lr=5e-3, head_lr=3e-2, threads=1, patience=9)
-        train(student, data, data, cfg, progress=False, soft_targets=soft)
+        cfg = TrainConfig(epochs=4, batch_size=8, lora_r=4, lr=5e-3, head_lr=3e-2, threads=1, patience=9,
+                          teacher_weight=1.0)
+        train(student, data, data, cfg, progress=False, teacher_probs=soft)
         ids = [list(map(int, t.split())) for t in data.texts]
         probs = torch.stack([exit_probs_one(student, x)[-1] for x in ids])
         gaps[name] = float(F.kl_div(probs.log(), mean, reduction="batchmean"))
@@ -296,7 +323,8 @@ def test_logit_bias_is_tuned_on_dev_and_survives_save_load(tmp_path):
 
 def test_cli_distils_from_cross_fitted_folds_and_from_saved_teachers(tmp_path):
     """The whole `finsent train` path on a tiny saved backbone: a cross-fitted student, a student of
-    that saved model, and the clear error when both sources of soft targets are given."""
+    that saved model at temperature 2, and the clear errors for a bad temperature and for both
+    sources of soft targets at once."""
     import json
 
     from transformers import BertConfig
@@ -320,10 +348,14 @@ def test_cli_distils_from_cross_fitted_folds_and_from_saved_teachers(tmp_path):
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "cf" / "config.json").read_text())["info"]["train_config"]["cross_fit"] == 2
     res = runner.invoke(app, [*common, "--out", str(tmp_path / "st"), "--teacher", str(tmp_path / "cf"),
-                              "--teacher-weight", "0.7"])
+                              "--teacher-weight", "0.7", "--kd-temperature", "2"])
     assert res.exit_code == 0, res.output
     info = json.loads((tmp_path / "st" / "config.json").read_text())["info"]["train_config"]
     assert info["teachers"] == [str(tmp_path / "cf")] and info["teacher_weight"] == 0.7
+    assert info["kd_temperature"] == 2.0
+    res = runner.invoke(app, [*common, "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "cf"),
+                              "--kd-temperature", "0"])
+    assert res.exit_code == 2 and "positive" in res.output
     res = runner.invoke(app, [*common, "--out", str(tmp_path / "x"), "--teacher", str(tmp_path / "cf"),
                               "--cross-fit", "2"])
     assert res.exit_code == 2 and "give one" in res.output

@@ -72,7 +72,7 @@ def train(
     patience: Annotated[int, typer.Option(help="epochs without dev improvement before stopping")] = 1,
     select: Annotated[str, typer.Option(
         help="which epoch to keep: mean_exit (mean dev accuracy over exits) | full_depth (last exit's dev "
-             "accuracy + macro-F1)")] = "mean_exit",
+             "accuracy + macro-F1) | calibrated (the same after tuning its logit biases on dev)")] = "mean_exit",
     distill: Annotated[float, typer.Option(help="self-distillation weight: shallow exits also learn the last exit")] = 0.0,
     ema: Annotated[float, typer.Option(
         help="keep an exponential moving average of the weights with this decay per step (e.g. 0.995), "
@@ -113,8 +113,8 @@ def train(
         _fail(f"--kd-temperature must be positive, not {kd_temperature}")
     if cross_fit == 1 or cross_fit < 0:
         _fail(f"--cross-fit needs at least 2 folds (0 = off), not {cross_fit}")
-    if select not in ("mean_exit", "full_depth"):
-        _fail(f"--select must be mean_exit or full_depth, not {select!r}")
+    if select not in ("mean_exit", "full_depth", "calibrated"):
+        _fail(f"--select must be mean_exit, full_depth or calibrated, not {select!r}")
     try:
         summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length, rule_max_loss, calibrate)
     except (DataError, FileNotFoundError, ValueError) as exc:

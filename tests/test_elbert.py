@@ -117,6 +117,26 @@ def test_train_loop_runs_and_keeps_the_best_epoch():
     assert len(summary["history"]) >= 1
     assert 0.0 <= summary["best_dev_score"] <= 1.0
     assert not model.training
+    model = tiny_classifier("bert", layers=2, head_scale=0.1)
+    data, dev = _id_data(model)
+    cfg = TrainConfig(epochs=2, batch_size=8, lora_r=2, threads=1, select="calibrated", patience=2)
+    summary = train(model, data, dev, cfg, progress=False)
+    scores = [h["dev_calibrated_score"] for h in summary["history"]]
+    assert len(scores) == 2 and summary["best_dev_score"] == max(scores)
+    assert all(s >= h["dev_accuracy_per_exit"][-1] + h["dev_full_macro_f1"] - 1e-4  # a zero bias is on the grid
+               for s, h in zip(scores, summary["history"], strict=True))
+
+
+def test_calibrated_score_is_the_score_after_tuning_the_biases():
+    from models.train import calibrated_score
+
+    gold = torch.tensor([0] * 30 + [1] * 70)
+    p = torch.zeros(100, 3)
+    p[:30] = torch.tensor([0.40, 0.45, 0.15])  # class 0 always loses to 1 without a bias
+    p[30:] = torch.tensor([0.10, 0.80, 0.10])
+    raw = float((p.argmax(-1) == gold).float().mean())
+    # every text right once biased: accuracy 1, macro-F1 2/3 (class 2 never occurs and scores 0)
+    assert raw == pytest.approx(0.7) and calibrated_score(p, gold) == pytest.approx(1 + 2 / 3)
 
 
 def test_ema_keeps_the_moving_average_not_the_raw_weights():

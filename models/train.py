@@ -27,7 +27,7 @@ seed disagree on borderline and mislabelled texts; their average tells the stude
 folds, score the fold they did not see (K + 1 trainings in all).
 
 Batches are length-grouped (sorted within a shuffled window of 50 batches) so little compute goes
-to padding; the run is seeded and deterministic on CPU for a fixed thread count. Early stopping
+to padding; the run is seeded and deterministic on one CPU type for a fixed thread count. Early stopping
 watches the dev set: by default the mean accuracy over all exits (every exit serves traffic), or with
 ``select="full_depth"`` the last exit's accuracy + macro-F1 (what the full-depth model is judged on),
 or with ``select="calibrated"`` the same after the last exit's logit biases are tuned on dev, which is

@@ -95,8 +95,9 @@ def train(
 ) -> None:
     """Fine-tune an early-exit classifier: LoRA on the backbone plus one exit head per layer.
 
-    Seeded and deterministic on CPU. Holds out 10% of --data for early stopping unless --valid is
-    given, and stores the tuned default exit rule in the artifact's config.json.
+    Seeded, and deterministic on one CPU type at a fixed --threads. Holds out 10% of --data for early
+    stopping unless --valid is given, and stores the tuned default exit rule in the artifact's
+    config.json.
     """
     from models.datasets import DataError
     from models.train import TrainConfig, train_main

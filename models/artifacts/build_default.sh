@@ -11,7 +11,8 @@
 #      elbert-minilm-tfns-20261121);
 #   2. the shipped student: the base recipe, seed 13, learning every exit from
 #      0.5 * label + 0.5 * the teachers' mean full-depth probabilities.
-# Deterministic on CPU for a fixed thread count (threads=1 here); four trainings of ~15-25 min each
+# Deterministic on one CPU type for a fixed thread count (threads=1 here; another CPU type moved dev
+# scores by up to 0.012); four trainings of ~15-25 min each
 # on 2 cores (set JOBS=2 to train the teachers two at a time).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

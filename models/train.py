@@ -264,11 +264,12 @@ def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg:
         record = {"epoch": epoch + 1, "dev_accuracy_per_exit": [round(v, 4) for v in acc],
                   "dev_mean_accuracy": round(float(np.mean(acc)), 4), "dev_full_macro_f1": round(full_f1, 4),
                   "loss_weights": loss_fn.weights(), "elapsed_s": round(time.time() - t0, 1)}
-        history.append(record)
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}: dev accuracy per exit {record['dev_accuracy_per_exit']}")
         if cfg.select == "calibrated":
             record["dev_calibrated_score"] = round(calibrated_score(probs[-1], gold), 4)
+        history.append(record)
+        if progress:
+            tqdm.write(f"epoch {epoch + 1}: dev accuracy per exit {record['dev_accuracy_per_exit']}"
+                       + (f", calibrated score {record['dev_calibrated_score']}" if cfg.select == "calibrated" else ""))
         score = {"mean_exit": record["dev_mean_accuracy"], "full_depth": acc[-1] + full_f1,
                  "calibrated": record.get("dev_calibrated_score")}[cfg.select]
         if best is None or score > best[0]:

@@ -369,6 +369,11 @@ def macro_f1(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
     return float(np.mean(2 * tp / np.maximum(conf.sum(0) + conf.sum(1), 1)))
 
 
+def decision_score(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
+    """Accuracy + macro-F1 of pred [N] against gold [N]: the dev score biases and candidates are chosen by."""
+    return float((pred == gold).mean()) + macro_f1(pred, gold, num_classes)
+
+
 BIAS_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)  # runs of other seeds needed -1.2 for negative, past a -1.0 edge
 
 
@@ -391,8 +396,7 @@ def tune_logit_bias(all_probs: torch.Tensor, gold: torch.Tensor, grid: np.ndarra
         for combo in combos:
             b = np.zeros(c)
             b[others] = combo
-            pred = (logp[layer] + b).argmax(-1)
-            score = float((pred == y).mean()) + macro_f1(pred, y, c)
+            score = decision_score((logp[layer] + b).argmax(-1), y, c)
             if score > best + 1e-12:
                 best, best_b = score, b
         out[layer] = torch.from_numpy(best_b).float()
@@ -402,8 +406,7 @@ def tune_logit_bias(all_probs: torch.Tensor, gold: torch.Tensor, grid: np.ndarra
 def calibrated_score(probs: torch.Tensor, gold: torch.Tensor) -> float:
     """Accuracy + macro-F1 of probs [N, C] against gold [N] after ``tune_logit_bias`` on the same data."""
     bias = tune_logit_bias(probs[None], gold)[0]
-    pred = (probs.clamp_min(1e-12).log() + bias).argmax(-1).numpy()
-    return float((pred == gold.numpy()).mean()) + macro_f1(pred, gold.numpy(), probs.shape[-1])
+    return decision_score((probs.clamp_min(1e-12).log() + bias).argmax(-1).numpy(), gold.numpy(), probs.shape[-1])
 
 
 def calibrate(model: ElbertClassifier, dev: LabelledTexts, rule_max_loss: float) -> dict[str, Any]:

@@ -12,8 +12,8 @@
 #   2. the shipped student: the base recipe, seed 13, learning every exit from
 #      0.5 * label + 0.5 * the teachers' mean full-depth probabilities.
 # Deterministic on one CPU type for a fixed thread count (threads=1 here; another CPU type moved dev
-# scores by up to 0.012); four trainings of ~15-25 min each
-# on 2 cores (set JOBS=2 to train the teachers two at a time).
+# scores by up to 0.012). Four trainings of ~15-25 min each on 2 cores (set JOBS=2 to train the
+# teachers two at a time).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/twitter_financial_news}

@@ -80,6 +80,7 @@ class TrainConfig:
     cross_fit: int = 0  # >= 2: distil out-of-fold probabilities of this many same-recipe models instead
     teacher_weight: float = 0.5  # share of the teachers' distribution in every exit's target
     kd_temperature: float = 1.0  # > 1: Hinton distillation at this temperature (a separate, T^2-scaled term)
+    rdrop: float = 0.0  # > 0: R-Drop, each batch twice with independent dropout + this weight * their symmetric KL
     threads: int | None = None
     device: str = "cpu"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -241,6 +242,8 @@ def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
         running = 0.0
         for step, batch in enumerate(bar):
+            if cfg.rdrop > 0:  # both dropout passes in one forward: the batch stacked on itself
+                batch = batch + batch
             x, a = model.pad([ids[i] for i in batch], model.pad_id, cfg.device)
             y = labels[batch].to(cfg.device)
             logits = model(x, a)
@@ -252,6 +255,8 @@ def train(model: ElbertClassifier, data: LabelledTexts, dev: LabelledTexts, cfg:
                     cfg.kd_temperature))
             if cfg.distill > 0:
                 loss = loss + cfg.distill * self_distillation(logits)
+            if cfg.rdrop > 0:
+                loss = loss + cfg.rdrop * rdrop_consistency(*logits.chunk(2, dim=1))
             running = optimizer_step(loss, opt, sched, params, running if step else None)
             if averaged is not None:
                 averaged.update_parameters(model)
@@ -289,6 +294,18 @@ def self_distillation(logits: torch.Tensor) -> torch.Tensor:
     teacher = logits[-1].detach().softmax(-1)
     student = logits[:-1].log_softmax(-1)
     return F.kl_div(student, teacher.expand_as(student), reduction="none").sum(-1).mean()
+
+
+def rdrop_consistency(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """R-Drop (Liang et al., 2021): mean over exits and samples of the symmetric KL
+    ``(KL(p1 || p2) + KL(p2 || p1)) / 2`` between two dropout passes over the same batch.
+
+    first, second: logits [L, B, C] -> scalar. Both sides keep their gradients, as in the paper.
+    """
+    a, b = first.log_softmax(-1), second.log_softmax(-1)
+    kl_ab = F.kl_div(b, a, log_target=True, reduction="none").sum(-1)  # KL(p1 || p2), [L, B]
+    kl_ba = F.kl_div(a, b, log_target=True, reduction="none").sum(-1)
+    return 0.5 * (kl_ab + kl_ba).mean()
 
 
 def distillation_per_exit(loss_fn: ExitLoss, logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor,

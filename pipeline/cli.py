@@ -86,6 +86,9 @@ def train(
     kd_temperature: Annotated[float, typer.Option(
         help="with --teacher/--cross-fit: > 1 distils the teachers' softmax at this temperature in a separate "
              "T^2-scaled term (Hinton et al.); 1 = one cross-entropy against the mixed target")] = 1.0,
+    rdrop: Annotated[float, typer.Option(
+        help="R-Drop: run each batch twice with independent dropout and add this weight times the symmetric KL "
+             "between the two passes at every exit (twice the compute per step); 0 = off")] = 0.0,
     rule_max_loss: Annotated[float, typer.Option(
         help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
     calibrate: Annotated[bool, typer.Option(
@@ -107,11 +110,13 @@ def train(
                       threads=threads, device=device,
                       patience=patience, select=select, distill=distill, ema=ema,
                       teachers=tuple(str(t) for t in teacher or ()), cross_fit=cross_fit,
-                      teacher_weight=teacher_weight, kd_temperature=kd_temperature)
+                      teacher_weight=teacher_weight, kd_temperature=kd_temperature, rdrop=rdrop)
     if teacher and cross_fit:
         _fail("--teacher and --cross-fit are two sources of soft targets; give one")
     if kd_temperature <= 0:
         _fail(f"--kd-temperature must be positive, not {kd_temperature}")
+    if rdrop < 0:
+        _fail(f"--rdrop must be >= 0, not {rdrop}")
     if cross_fit == 1 or cross_fit < 0:
         _fail(f"--cross-fit needs at least 2 folds (0 = off), not {cross_fit}")
     if select not in ("mean_exit", "full_depth", "calibrated"):

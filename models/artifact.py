@@ -25,6 +25,8 @@ def save_artifact(out_dir: str | Path, config: Any, backbone: Backbone, heads: n
     save_file({k: v.detach().contiguous().cpu() for k, v in heads.state_dict().items()},
               str(out / "heads.safetensors"))
     if isinstance(backbone.model, PeftModel):
+        for peft_config in backbone.model.peft_config.values():
+            peft_config.base_model_name_or_path = str(config.base)  # the base's name, not this machine's path
         backbone.model.save_pretrained(str(out / "adapter"))
     (out / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     return out

@@ -1,5 +1,7 @@
 """ELBERT classifier: training forward, one training step, save/load, data errors."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -99,6 +101,8 @@ def test_save_then_load_gives_identical_logits(tmp_path, kind):
     model.save(tmp_path / "m")
     files = {p.name for p in (tmp_path / "m").iterdir()}
     assert {"config.json", "heads.safetensors", "adapter"} <= files
+    adapter_config = json.loads((tmp_path / "m" / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["base_model_name_or_path"] == model.config.base == "tiny"
     exact = ElbertClassifier.load(tmp_path / "m", merge=False, backbone=tiny_backbone(kind, 3, seed=4))
     assert torch.equal(exact(x, a), expected)
     merged = ElbertClassifier.load(tmp_path / "m", merge=True, backbone=tiny_backbone(kind, 3, seed=4))
@@ -378,8 +382,6 @@ def test_cli_distils_from_cross_fitted_folds_and_from_saved_teachers(tmp_path):
     """The whole `finsent train` path on a tiny saved backbone: a cross-fitted student, a student of
     that saved model at temperature 2, and the clear errors for a bad temperature and for both
     sources of soft targets at once."""
-    import json
-
     from transformers import BertConfig
     from typer.testing import CliRunner
 

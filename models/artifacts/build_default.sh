@@ -6,31 +6,20 @@
 # and the default exit rule; the validation split is never touched here, so the numbers reported on
 # it in README are honest. Non-commercial data (Financial PhraseBank, SemEval, FiNER-ORD) is not used.
 #
-# Two stages, all on the same dev split:
-#   1. three teachers: the base recipe with seeds 13, 29 and 41 (seed 13 alone was the default model
-#      elbert-minilm-tfns-20261121);
-#   2. the shipped student: the base recipe, seed 13, learning every exit from
-#      0.5 * label + 0.5 * the teachers' mean full-depth probabilities.
+# One training: the base recipe with R-Drop (--rdrop 1.0: each batch runs twice with independent
+# dropout, and every exit also learns to agree between the two passes), seed 13. The previous
+# default, elbert-minilm-tfns-20261203, was a student of three teachers (four trainings); on dev
+# this one ties it (1.6848 against 1.6847, calibrated full-depth accuracy + macro-F1) and the best
+# dev score ships. The version string in config.json is the output folder's name and the date; the
+# shipped one was renamed elbert-minilm-tfns-20261203-rdrop so that it differs from its predecessor.
 # Deterministic on one CPU type for a fixed thread count (threads=1 here; another CPU type moved dev
-# scores by up to 0.012). Four trainings of ~15-25 min each on 2 cores (set JOBS=2 to train the
-# teachers two at a time).
+# scores by up to 0.012). About 40 min on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/twitter_financial_news}
-WORK=${WORK:-build/teachers}
-JOBS=${JOBS:-1}
 OUT=models/artifacts/elbert-minilm-tfns
 export HF_HUB_OFFLINE=1
-RECIPE=(--data "$DATA/train.csv" --weighting learned --class-weighting sqrt_inverse --pooling mean --epochs 5
-        --lr 8e-4 --head-lr 3e-3 --lora-r 16 --max-length 128 --split-seed 13 --threads 1 --rule-max-loss 0.005)
-mkdir -p "$WORK"
-pids=()
-for seed in 13 29 41; do
-  finsent train "${RECIPE[@]}" --seed "$seed" --out "$WORK/seed-$seed" > "$WORK/seed-$seed.log" 2>&1 &
-  pids+=($!)
-  if [ "${#pids[@]}" -ge "$JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
-done
-for pid in "${pids[@]}"; do wait "$pid"; done  # a failed teacher stops the build (set -e)
-finsent train "${RECIPE[@]}" --seed 13 --out "$OUT" --teacher-weight 0.5 \
-  --teacher "$WORK/seed-13" --teacher "$WORK/seed-29" --teacher "$WORK/seed-41"
+finsent train --data "$DATA/train.csv" --weighting learned --class-weighting sqrt_inverse --pooling mean \
+  --epochs 5 --lr 8e-4 --head-lr 3e-3 --lora-r 16 --max-length 128 --split-seed 13 --threads 1 \
+  --rule-max-loss 0.005 --rdrop 1.0 --seed 13 --out "$OUT"
 finsent eval --data "$DATA/validation.csv" --json --plot "$OUT/accuracy_vs_cost.png" > "$OUT/validation_eval.json"

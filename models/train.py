@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -54,6 +54,8 @@ from tqdm.auto import tqdm
 
 from models.datasets import LabelledTexts
 from models.elbert import ElbertClassifier
+
+FreshModel = TypeVar("FreshModel", bound=nn.Module)  # ElbertClassifier or TokenTagger: from_backbone + heads
 
 WEIGHTINGS = ("equal", "linear", "learned")
 
@@ -144,6 +146,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def fresh_model(model_cls: type[FreshModel], base: str, seed: int, **config: Any) -> FreshModel:
+    """``model_cls.from_backbone(base, **config)`` with its heads drawn from ``seed`` alone.
+
+    Loading a backbone draws from the global RNG by an amount that changes from one process to the
+    next (it follows Python's per-process hash seed), so heads drawn right after it, as
+    ``from_backbone`` does, were different in every run of the same command.
+    """
+    model = model_cls.from_backbone(base, **config)
+    seed_everything(seed)
+    for head in model.heads:
+        head.reset_parameters()
+    return model
 
 
 def prepare_for_training(model: nn.Module, seed: int, threads: int | None, lora_r: int, lora_alpha: int,
@@ -459,14 +475,14 @@ def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainCo
         dev = read_labelled_csv(valid_path)
     else:
         data, dev = split_dev(data, 0.1, cfg.seed if cfg.split_seed is None else cfg.split_seed)
-    model = ElbertClassifier.from_backbone(base, pooling=pooling, shared_head=shared_head, max_length=max_length)
+    config = {"pooling": pooling, "shared_head": shared_head, "max_length": max_length}
+    model = fresh_model(ElbertClassifier, base, cfg.seed, **config)
     probs = None
     if cfg.teachers:
         probs = ensemble_probabilities([ElbertClassifier.load(path) for path in cfg.teachers], data, model.labels,
                                        cfg.device, cfg.kd_temperature)
     elif cfg.cross_fit:
-        probs = cross_fit_probabilities(lambda: ElbertClassifier.from_backbone(
-            base, pooling=pooling, shared_head=shared_head, max_length=max_length), data, dev, cfg)
+        probs = cross_fit_probabilities(lambda: fresh_model(ElbertClassifier, base, cfg.seed, **config), data, dev, cfg)
     summary = train(model, data, dev, cfg, teacher_probs=probs)
     if calibrated:
         summary.update(calibrate(model, dev, rule_max_loss))

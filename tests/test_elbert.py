@@ -391,17 +391,13 @@ def _tiny_base(path):
     return path
 
 
-def test_a_fresh_models_heads_depend_on_the_seed_alone(tmp_path):
+@pytest.mark.parametrize("kind", ["classifier", "tagger"])
+def test_a_fresh_models_heads_depend_on_the_seed_alone(tmp_path, kind):
     from models.tagger import TokenTagger
-
-    base = str(_tiny_base(tmp_path / "base"))
-    for model_cls in (ElbertClassifier, TokenTagger):
-        _heads_depend_on_the_seed_alone(model_cls, base)
-
-
-def _heads_depend_on_the_seed_alone(model_cls, base: str) -> None:
     from models.train import fresh_model
 
+    model_cls = {"classifier": ElbertClassifier, "tagger": TokenTagger}[kind]
+    base = str(_tiny_base(tmp_path / "base"))
     first = fresh_model(model_cls, base, 13)
     torch.rand(1000)  # the global RNG moves on, as backbone loading moved it by a per-process amount
     again = fresh_model(model_cls, base, 13)

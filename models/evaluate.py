@@ -17,7 +17,7 @@ from sklearn.metrics import f1_score
 
 from models.datasets import LabelledTexts
 from models.elbert import ElbertClassifier
-from models.exits import ExitRule, default_sweep, simulate
+from models.exits import ExitRule, default_sweep, make_rule, simulate
 from models.train import exit_probabilities, macro_f1
 
 COST_POINTS = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
@@ -28,22 +28,42 @@ def _metrics(pred: torch.Tensor, gold: torch.Tensor) -> tuple[float, float]:
     return round(acc, 4), round(macro_f1(pred.numpy(), gold.numpy(), 3), 4)
 
 
+def _percentile_interval(stat: Any, *samples: np.ndarray, n_resamples: int, seed: int) -> list[float]:
+    """95% percentile-bootstrap interval of ``stat`` over texts (samples resampled in pairs, seeded)."""
+    res = bootstrap(samples, stat, paired=True, vectorized=False, n_resamples=n_resamples,
+                    method="percentile", random_state=np.random.default_rng(seed))  # fmt: skip
+    return [round(float(res.confidence_interval.low), 4), round(float(res.confidence_interval.high), 4)]
+
+
 def confidence_intervals(pred: torch.Tensor, gold: torch.Tensor, n_resamples: int = 1000,
                          seed: int = 0) -> dict[str, list[float]]:
     """95% percentile-bootstrap intervals of accuracy and macro-F1 over the texts (resampled in
     pairs, seeded). pred, gold [N]. On ~1,800 texts macro-F1's interval is about +-1.7 points:
     two models closer than that are not told apart by one evaluation set."""
     p, g = pred.numpy(), gold.numpy()
-
-    def interval(stat: Any) -> list[float]:
-        res = bootstrap((p, g), stat, paired=True, vectorized=False, n_resamples=n_resamples,
-                        method="percentile", random_state=np.random.default_rng(seed))  # fmt: skip
-        return [round(float(res.confidence_interval.low), 4), round(float(res.confidence_interval.high), 4)]
-
     return {
-        "accuracy": interval(lambda a, b: float((a == b).mean())),
-        "macro_f1": interval(lambda a, b: macro_f1(a, b, 3)),
+        "accuracy": _percentile_interval(lambda a, b: float((a == b).mean()), p, g,
+                                         n_resamples=n_resamples, seed=seed),
+        "macro_f1": _percentile_interval(lambda a, b: macro_f1(a, b, 3), p, g, n_resamples=n_resamples, seed=seed),
     }
+
+
+def paired_difference(first_correct: torch.Tensor, second_correct: torch.Tensor, n_resamples: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:
+    """How much more accurate the first of two predictors is than the second on the same texts.
+
+    first_correct, second_correct: [N] bool. Only the texts where they disagree move the difference,
+    so it is reported in texts, as the two discordant counts, and as an accuracy difference with a
+    95% paired-bootstrap interval; ``verdict`` is ``above``/``below`` only when that interval
+    excludes 0, else ``tie``.
+    """
+    a, b = first_correct.numpy().astype(bool), second_correct.numpy().astype(bool)
+    ci = _percentile_interval(lambda x, y: float(x.mean() - y.mean()), a.astype(float), b.astype(float),
+                              n_resamples=n_resamples, seed=seed)
+    verdict = "above" if ci[0] > 0 else "below" if ci[1] < 0 else "tie"
+    return {"texts": int(a.sum()) - int(b.sum()), "first_only": int((a & ~b).sum()),
+            "second_only": int((~a & b).sum()), "diff": round(float(a.mean() - b.mean()), 4), "ci95": ci,
+            "verdict": verdict}
 
 
 def rule_rows(all_probs: torch.Tensor, gold: torch.Tensor, rules: list[ExitRule]) -> list[dict[str, Any]]:
@@ -59,16 +79,56 @@ def rule_rows(all_probs: torch.Tensor, gold: torch.Tensor, rules: list[ExitRule]
     return rows
 
 
+def frontier_row(rows: list[dict[str, Any]], rule: str, cost: float) -> dict[str, Any] | None:
+    """The setting of ``rule`` with the best accuracy at average exit layer <= ``cost`` (the cheaper
+    one on a tie); None if no setting is that cheap."""
+    fits = [r for r in rows if r["rule"] == rule and r["avg_exit_layer"] <= cost + 1e-9]
+    return max(fits, key=lambda r: (r["accuracy"], -r["avg_exit_layer"]), default=None)
+
+
 def frontier_at(rows: list[dict[str, Any]], rule: str, cost: float) -> float | None:
     """Best accuracy a rule reaches with average exit layer <= ``cost`` (None if it cannot)."""
-    accs = [r["accuracy"] for r in rows if r["rule"] == rule and r["avg_exit_layer"] <= cost + 1e-9]
-    return max(accs) if accs else None
+    row = frontier_row(rows, rule, cost)
+    return None if row is None else row["accuracy"]
 
 
 def comparison(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Accuracy of every rule's frontier at equal average exit layer."""
     names = sorted({r["rule"] for r in rows} - {"full"})
     return [{"avg_exit_layer": c, **{n: frontier_at(rows, n, c) for n in names}} for c in COST_POINTS]
+
+
+def cwb_against_rivals(all_probs: torch.Tensor, gold: torch.Tensor, rows: list[dict[str, Any]],
+                       rivals: tuple[str, ...] = ("entropy", "maxprob", "patience")) -> list[dict[str, Any]]:
+    """At every cost point, CWB's frontier setting against each rival's, on the same texts.
+
+    all_probs [L, N, C], gold [N], rows from ``rule_rows`` over the same data. A frontier is a
+    maximum over a sweep, so a one-text lead either way is noise; ``paired_difference`` says which
+    leads are not.
+    """
+    correct: dict[str, torch.Tensor] = {}
+
+    def is_correct(row: dict[str, Any]) -> torch.Tensor:
+        key = f"{row['rule']}{sorted(row['params'].items())}"
+        if key not in correct:
+            correct[key] = simulate(make_rule(row["rule"], **row["params"]), all_probs).pred == gold
+        return correct[key]
+
+    def setting(row: dict[str, Any]) -> dict[str, Any]:
+        return {k: row[k] for k in ("params", "accuracy", "avg_exit_layer")}
+
+    out = []
+    for cost in COST_POINTS:
+        cwb = frontier_row(rows, "cwb", cost)
+        for rival in rivals:
+            other = frontier_row(rows, rival, cost)
+            if cwb is None or other is None:
+                continue
+            diff = paired_difference(is_correct(cwb), is_correct(other))
+            out.append({"avg_exit_layer": cost, "rival": rival, "cwb": setting(cwb), "rival_setting": setting(other),
+                        "texts": diff["texts"], "cwb_only": diff["first_only"], "rival_only": diff["second_only"],
+                        "diff": diff["diff"], "ci95": diff["ci95"], "verdict": diff["verdict"]})
+    return out
 
 
 def fastest_within(rows: list[dict[str, Any]], full_accuracy: float, loss: float) -> dict[str, Any]:
@@ -111,6 +171,7 @@ def evaluate(model: ElbertClassifier, data: LabelledTexts, rules: list[ExitRule]
         "ci95": confidence_intervals(pred, gold),
         "f1_per_class": {label: round(float(v), 4) for label, v in zip(model.labels, per_class)},
         "accuracy_per_exit": per_exit, "rules": rows, "comparison": comparison(rows),
+        "cwb_against_rivals": cwb_against_rivals(all_probs, gold, rows),
         "fastest_within_1pt": fastest_within(rows, acc, 0.01),
     }
 

@@ -170,6 +170,14 @@ def eval_(
         table.add_row(r["rule"], str(r["params"]), f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}",
                       f"{r['avg_exit_layer']:.2f}", f"{r['speedup']:.2f}x")
     console.print(table)
+    versus = Table("cost <=", "rival", "CWB", "rival", "texts", "CWB/rival only", "95% CI, pts", "verdict",
+                   title="CWB against each rival's best setting at equal average exit layer")
+    for v in report["cwb_against_rivals"]:
+        lo, hi = (100 * x for x in v["ci95"])
+        versus.add_row(f"{v['avg_exit_layer']}", v["rival"], f"{v['cwb']['accuracy']:.4f}",
+                       f"{v['rival_setting']['accuracy']:.4f}", f"{v['texts']:+d}", f"{v['cwb_only']}/{v['rival_only']}",
+                       f"{lo:+.1f}..{hi:+.1f}", v["verdict"])
+    console.print(versus)
 
 
 @app.command()

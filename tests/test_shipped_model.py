@@ -1,5 +1,6 @@
 """The shipped default model: CLI scoring and engine == one-at-a-time reference on 500 texts."""
 
+import os
 import random
 import subprocess
 import sys
@@ -80,3 +81,29 @@ def test_encode_equals_the_transformers_tokenizer(model):
     assert x.shape == attn.shape == (3, max(map(len, ids[:3])))
     assert [int(a.sum()) for a in attn] == [len(i) for i in ids[:3]]
     assert x[0, : len(ids[0])].tolist() == ids[0] and not x[attn == 0].any()
+
+
+def test_cli_eval_reports_every_rule_and_cwb_against_each_rival(tmp_path):
+    rows = [("Apple shares surge to record high after blowout earnings", "positive"),
+            ("Nvidia beats estimates and raises guidance", "positive"),
+            ("Amazon stock jumps as cloud sales accelerate", "positive"),
+            ("Tesla stock plunges after massive recall and profit warning", "negative"),
+            ("Boeing shares sink on new safety probe", "negative"),
+            ("Intel slashes forecast, shares tumble", "negative"),
+            ("Microsoft to hold annual shareholder meeting on Dec. 5", "neutral"),
+            ("Walmart announces quarterly dividend of $0.57", "neutral"),
+            ("Pfizer to present at healthcare conference next week", "neutral")] * 2
+    data = tmp_path / "tiny.csv"
+    data.write_text("text,label\n" + "".join(f'"{t}",{label}\n' for t, label in rows))
+    cmd = [sys.executable, "-m", "pipeline.cli", "eval", "--data", str(data)]
+    report = orjson.loads(subprocess.run(cmd + ["--json"], capture_output=True, text=True, check=True,
+                                         timeout=180).stdout)
+    assert report["n"] == len(rows) and {r["rule"] for r in report["rules"]} == {"full", "maxprob", "entropy",
+                                                                               "patience", "cwb"}
+    versus = report["cwb_against_rivals"]
+    assert versus and {v["rival"] for v in versus} <= {"entropy", "maxprob", "patience"}
+    for v in versus:
+        assert v["texts"] == round((v["cwb"]["accuracy"] - v["rival_setting"]["accuracy"]) * len(rows))
+    table = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=180,
+                           env={**os.environ, "COLUMNS": "120"}).stdout
+    assert "CWB against each rival" in table and "verdict" in table

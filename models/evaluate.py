@@ -106,13 +106,13 @@ def cwb_against_rivals(all_probs: torch.Tensor, gold: torch.Tensor, rows: list[d
     maximum over a sweep, so a one-text lead either way is noise; ``paired_difference`` says which
     leads are not.
     """
-    correct: dict[str, torch.Tensor] = {}
+    correct: dict[ExitRule, torch.Tensor] = {}
 
     def is_correct(row: dict[str, Any]) -> torch.Tensor:
-        key = f"{row['rule']}{sorted(row['params'].items())}"
-        if key not in correct:
-            correct[key] = simulate(make_rule(row["rule"], **row["params"]), all_probs).pred == gold
-        return correct[key]
+        rule = make_rule(row["rule"], **row["params"])
+        if rule not in correct:
+            correct[rule] = simulate(rule, all_probs).pred == gold
+        return correct[rule]
 
     def setting(row: dict[str, Any]) -> dict[str, Any]:
         return {k: row[k] for k in ("params", "accuracy", "avg_exit_layer")}

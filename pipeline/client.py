@@ -45,10 +45,10 @@ from typing import Any, Literal, Self
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
 from pipeline.connections import kafka_consumer, redis_client, redis_sync_client
 from pipeline.schemas import TickerScore, epoch_ms, normalize_symbol
@@ -415,14 +415,23 @@ def listen(
     return Listener(_listen(s, _symbols(symbols), client_name))
 
 
+def _no_inner_retry() -> AsyncRetry:
+    """An asyncio retry policy that catches nothing. redis-py >= 6 runs a pub/sub connection's
+    failure handler (which reconnects and resubscribes) even with zero retries, before it raises:
+    a listener would then hold a second, hidden subscription while its own loop backs off. With no
+    supported errors nothing is caught, so the error reaches the listener's loop at once."""
+    return AsyncRetry(NoBackoff(), 0, supported_errors=())
+
+
 async def _listen(s: Settings, wanted: frozenset[str] | None, client_name: str) -> AsyncIterator[Any]:
     channel = Keys(s.namespace).updates
     ready = False
     delay = 0.1
     while True:
-        # no silent retries inside redis-py: this loop reconnects, resubscribes and logs it
-        redis = redis_client(s, client_name=client_name, retry=Retry(NoBackoff(), 0))
+        # this loop alone reconnects, resubscribes and logs it, with a capped backoff
+        redis = redis_client(s, client_name=client_name, retry=_no_inner_retry())
         pubsub = redis.pubsub()
+        failure: BaseException | None = None
         try:
             await pubsub.subscribe(channel)
             # the server's confirmation: from here on every PUBLISH reaches us
@@ -444,9 +453,11 @@ async def _listen(s: Settings, wanted: frozenset[str] | None, client_name: str) 
                 if wanted is None or u.symbol in wanted:
                     yield u
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            log.warning("listening on %s failed (%r); reconnecting in %.1fs", channel, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(_MAX_BACKOFF_S, delay * 2)
+            failure = exc
         finally:
+            # closed before the backoff, so nothing stays connected while we wait
             await pubsub.aclose()
             await redis.aclose()
+        log.warning("listening on %s failed (%r); reconnecting in %.1fs", channel, failure, delay)
+        await asyncio.sleep(delay)
+        delay = min(_MAX_BACKOFF_S, delay * 2)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -39,13 +40,28 @@ def signals(stdout: str) -> list[tuple[str, str]]:
     return out
 
 
-def bot(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(EXAMPLES / "trading_bot.py"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+@pytest.fixture
+def bot() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Starts ``examples/trading_bot.py`` with the given arguments; every process it started is
+    ended at teardown, also when the test failed before reading its output."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, str(EXAMPLES / "trading_bot.py"), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
 
 
 @pytest.mark.integration
-def test_trading_bot_on_kafka(broker: EmbeddedBroker, ns: str) -> None:
+def test_trading_bot_on_kafka(broker: EmbeddedBroker, ns: str, bot: Callable[..., subprocess.Popen[str]]) -> None:
     topic = f"{ns}finsent.ticker-scores"
     create_topics_sync(broker.bootstrap, [topic], partitions=2)
 
@@ -69,7 +85,7 @@ def test_trading_bot_on_kafka(broker: EmbeddedBroker, ns: str) -> None:
 
 
 @pytest.mark.integration
-def test_trading_bot_on_redis_pubsub(redis_url: str, ns: str) -> None:
+def test_trading_bot_on_redis_pubsub(redis_url: str, ns: str, bot: Callable[..., subprocess.Popen[str]]) -> None:
     proc = bot("--redis-url", redis_url, "--namespace", ns, "--max-updates", str(len(SCORES)))
     assert proc.stdout is not None
     first = proc.stdout.readline()  # printed once subscribed

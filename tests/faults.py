@@ -976,12 +976,12 @@ async def broker_restart(env: Env, *, n: int = 1500, down_s: float = 10.0) -> di
                 await run.setup()
                 # Offsets of the lost log mean nothing in the new one: only once the worker has
                 # rejoined the (new) group are its positions taken afresh. Traffic that reaches
-                # the new log before that can be skipped (see README, Reliability).
+                # the new log before that can be skipped (see docs/reliability.md).
                 await run.until(lambda: _count_above(w, "assigned ", assignments), 120,
                                 "the worker to rejoin the group", [w])  # fmt: skip
                 rejoined = time.monotonic() - back
                 # Not byte-identical to phase 1's bad messages: one of those at the same
-                # topic/partition/offset would be taken for a re-delivery (README, Reliability).
+                # topic/partition/offset would be taken for a re-delivery (docs/reliability.md).
                 await run.send(mixed_items(n, "restart2", start=n, salt=b" "))
                 await run.wait_applied(phase1["applied"] + run.n_accepted, 240, [w])
                 await run.settled(90, [w])
@@ -1015,7 +1015,7 @@ async def soak(env: Env, *, n: int = 200_000, model_dir: str, rule: str | None =
 
     Draining the backlog replays ~55 h of event time in a few minutes, a backfill: the default
     1 h lateness is then ~3 s of processing, and partitions drifting further apart than that
-    make documents ``late`` (36,395 of 200,000 in a first run). As the README advises for
+    make documents ``late`` (36,395 of 200,000 in a first run). As docs/operations.md advises for
     backfills, the soak raises the lateness, to 6 h."""
     fault = f"soak {n:,} messages (fast model: tiny random, flagged; not the shipped model)"
     port = free_port()

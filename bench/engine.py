@@ -12,7 +12,7 @@ Static baselines pad each arrival-order batch to its longest text; the refill en
 length-aware admission is one of its features. Latency is per text, from admission into a batch
 to its result (queueing excluded: everything is submitted at once). Prints one JSON object.
 
-    python bench/engine.py --json
+    FINSENT_DATA_DIR=/path/to/data python bench/engine.py --json
     python bench/engine.py --json --quantize int8
     python bench/engine.py --json --device cuda --dtype float16 --batch-sizes 32,128,512
 """
@@ -33,12 +33,14 @@ import numpy as np
 import orjson
 import torch
 
+from models.datasets import DataError, resolve_data
 from models.engine import EarlyExitEngine
 from models.exits import FullDepth, make_rule, parse_rule
 from pipeline.inference import DTYPES, load_model
 from pipeline.settings import Settings
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "twitter_financial_news" / "validation.csv"
+#: --data default: a dataset of models/datasets.py, under FINSENT_DATA_DIR.
+DATA = "twitter_financial_news/validation"
 
 
 def load_texts(path: Path, n: int) -> tuple[list[str], list[str]]:
@@ -91,14 +93,19 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quantize", default=None, choices=["int8"])
-    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--data", default=None,
+                    help=f"CSV text,label, or a dataset name under FINSENT_DATA_DIR (default: {DATA})")
     args = ap.parse_args()
 
     settings = Settings(model_dir=args.model, device=args.device, threads=args.threads, quantize=args.quantize)
+    try:
+        data = resolve_data(args.data, settings.data_dir, default=DATA)
+    except DataError as exc:
+        sys.exit(f"error: {exc}")
     model = load_model(settings)
     default = model.config.default_rule
     rule = parse_rule(args.rule) if args.rule else make_rule(default["rule"], **default.get("params", {}))
-    texts, gold = load_texts(args.data, args.texts)
+    texts, gold = load_texts(data, args.texts)
     ids, truncated = model.encode(texts)
     dtype = DTYPES[args.dtype]
     sizes = [int(s) for s in args.batch_sizes.split(",")]

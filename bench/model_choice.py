@@ -19,5 +19,5 @@ def resolve_model(arg: Path | None) -> tuple[Path, str]:
         return Path(env), "FINSENT_MODEL_DIR (shipped model missing)"
     sys.exit(
         f"error: no model: {DEFAULT_MODEL_DIR}/config.json is missing and FINSENT_MODEL_DIR is not a model "
-        "directory (build the shipped model with models/artifacts/build_default.sh or pass --model)"
+        "directory (build one with models/artifacts/build_default.sh and pass its folder as --model)"
     )

@@ -36,11 +36,11 @@ normalised key (NFKC, whitespace collapsed, case-folded), and texts in ``exclude
 linking gold set) are left out. Tokens are the backbone's pre-tokenizer words (BERT: whitespace
 and punctuation split), so the tagger sees the same words in training and on raw text.
 
-Sources (under a data directory laid out as ``../shared/data``; never the TFNS validation split,
-the sentiment model's evaluation set): Twitter Financial News train split (MIT), Financial
-PhraseBank (CC BY-NC-SA 3.0), SemEval-2017 Task 5 headlines and microblogs (CC BY-NC-SA 4.0),
-FiQA 2018 Task 1 headlines and posts (research use). A tagger trained on them is a
-non-commercial research artifact (as FiNER-ORD already makes it).
+Sources (under the data folder, ``FINSENT_DATA_DIR``, laid out as ``models.datasets.DATASETS``;
+never the TFNS validation split, the sentiment model's evaluation set): Twitter Financial News
+train split (MIT), Financial PhraseBank (CC BY-NC-SA 3.0), SemEval-2017 Task 5 headlines and
+microblogs (CC BY-NC-SA 4.0), FiQA 2018 Task 1 headlines and posts (research use). A tagger
+trained on them is a non-commercial research artifact (as FiNER-ORD already makes it).
 """
 
 from __future__ import annotations
@@ -145,7 +145,11 @@ def read_sources(data_dir: Path, sources: Sequence[tuple[str, str]] = SOURCES,
     for name, rel in sources:
         path = Path(data_dir) / rel
         if not path.is_file():
-            raise FileNotFoundError(f"silver source {name}: {path} not found")
+            from models.datasets import find_dataset
+
+            known = find_dataset(rel)
+            raise FileNotFoundError(f"silver source {name}: {path} not found"
+                                    + (f"; {known.where_to_get()}" if known else ""))
         for item in _read_one(name, path):
             k = text_key(item.text)
             if not k or k in banned:

@@ -230,6 +230,9 @@ def run_backtest(
             report.duplicates += 1
         else:
             report.duplicate_ids.append((where, f"id {msg.id!r} was already applied with a different text"))
+    if not todo:  # nothing to score (every record bad or outside [start, end)): no model to load
+        report.seconds = time.perf_counter() - t0
+        return Backtest([], report)
 
     from pipeline.inference import build_engine, build_linker
 

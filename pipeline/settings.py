@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         40.0, ge=1.0, description="longest a worker takes to shut down after SIGTERM, draining included (a "
         "quarter of it, at most 10 s, kept for committing and closing clients); keep it below the orchestrator's grace period "
         "(docker-compose 45 s, Kubernetes 60 s). Past it plus 10 s the worker dumps its stacks and exits 1")
+    startup_timeout_s: float = Field(
+        30.0, gt=0, description="longest `finsent worker` waits at start-up for Kafka (cluster metadata) and "
+        "Redis (PING) to answer before it exits 1 saying which one it could not reach; once started, it "
+        "retries outages without a limit")
 
     # --- Kafka security (applied to every Kafka client by pipeline/connections.py)
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
@@ -116,6 +120,15 @@ class Settings(BaseSettings):
     # --- aggregation
     half_life_s: float = Field(3600.0, gt=0, description="half-life of the time-decayed ticker score")
     lateness_s: float = Field(3600.0, ge=0, description="how late (event time) a document may arrive")
+
+    # --- data (training, evaluation, benchmarks; not the streaming worker)
+    data_dir: Path | None = Field(
+        None,
+        description="folder holding the public datasets (not in the repository), in the layout of the data "
+        "README, e.g. twitter_financial_news/validation.csv and finer_ord/test.conll under it; --data then "
+        "also takes a dataset name such as twitter_financial_news/validation (list and sources: "
+        "models/datasets.py DATASETS). Unset: --data must be a path",
+    )
 
     # --- operations
     metrics_port: int = Field(9108, ge=0, description="Prometheus metrics HTTP port (0 = off)")

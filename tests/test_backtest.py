@@ -215,6 +215,20 @@ def test_cli_reports_bad_lines_and_writes_csv_parquet_and_plot(tmp_path: Path, e
         assert result.exit_code == 2 and message in result.output
 
 
+def test_cli_fails_when_no_line_of_the_feed_is_valid(tmp_path: Path) -> None:
+    """Every line bad: each is reported, then one line says there was nothing to backtest, exit 1
+    and no (empty) output file. (A feed with some good lines exits 0: the test above.)"""
+    path = tmp_path / "feed.jsonl"
+    path.write_bytes(b"\n".join(MALFORMED) + b"\n")
+    out = tmp_path / "updates.csv"
+    result = CliRunner().invoke(app, ["backtest", str(path), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert [line.split(": skipped: ")[0] for line in lines[:-1]] == [f"{path}:{n}" for n in (1, 2, 3)]
+    assert lines[-1] == f"error: no valid document in {path} (3 bad); nothing written to {out}"
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------------------- against the worker
 
 

@@ -1,7 +1,9 @@
-"""``finsent demo --until-drained``: exits 0, leaves the tickers in Redis and no child process."""
+"""``finsent demo --until-drained``: exits 0, leaves the tickers in Redis and no child process;
+its closing summary prints whole commands."""
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -10,12 +12,15 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
+from rich.console import Console
 
+from pipeline.demo import _example_symbol, _print_where
+from pipeline.settings import Settings
 from pipeline.sinks import Keys
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-
+@pytest.mark.integration
+@pytest.mark.slow
 def test_demo_until_drained(redis_url: str, ns: str) -> None:
     before = _tansu_pids()
     env = {**os.environ, "FINSENT_REDIS_URL": redis_url}
@@ -50,3 +55,30 @@ def test_demo_until_drained(redis_url: str, ns: str) -> None:
 
 def _tansu_pids() -> set[int]:
     return {p.pid for p in psutil.process_iter(["cmdline"]) if "tansu" in " ".join(p.info["cmdline"] or [])}
+
+
+def test_the_closing_summary_keeps_each_command_on_one_line() -> None:
+    """Piped (not a terminal: 80 columns, here 40), the suggested redis-cli commands and the
+    topic list are printed unwrapped, and the keys carry the demo's namespace."""
+    s = Settings(namespace="demo.", redis_url="redis://127.0.0.1:6379/0")
+    out = io.StringIO()
+    _print_where(s, Console(file=out, width=40, force_terminal=False), embedded_redis=False, symbol="NVDA")
+    lines = out.getvalue().splitlines()
+    assert "  try: redis-cli -u redis://127.0.0.1:6379/0 HGETALL demo.finsent:ticker:NVDA" in lines
+    assert "       redis-cli -u redis://127.0.0.1:6379/0 ZREVRANGE demo.finsent:ticker:NVDA:history 0 2" in lines
+    (topics,) = [line for line in lines if "Kafka topics:" in line]
+    assert all(f"demo.{t}" in topics for t in (s.documents_topic, s.scores_topic, s.dlq_topic)), topics
+
+
+@pytest.mark.integration
+def test_the_redis_cli_examples_use_a_ticker_the_demo_wrote(redis_url: str, ns: str) -> None:
+    s = Settings(namespace=ns, redis_url=redis_url)
+    assert _example_symbol(s) == "AAPL"  # nothing written yet: the bundled feed's
+    r = redis.Redis.from_url(redis_url)
+    try:
+        r.sadd(Keys(ns).tickers, "NVDA", "MSFT")
+        assert _example_symbol(s) == "MSFT"  # a custom feed without AAPL
+        r.sadd(Keys(ns).tickers, "AAPL")
+        assert _example_symbol(s) == "AAPL"
+    finally:
+        r.close()

@@ -1,6 +1,7 @@
 """ELBERT classifier: training forward, one training step, save/load, data errors."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -440,3 +441,27 @@ def test_cli_distils_from_cross_fitted_folds_and_from_saved_teachers(tmp_path):
                               "--cross-fit", "2"])
     assert res.exit_code == 2 and "give one" in res.output
     assert not (tmp_path / "x").exists()
+
+
+def test_int8_scoring_emits_no_warning(tmp_path):
+    """`finsent score --quantize int8` on a tiny saved artifact: scores, and no warning reaches the
+    user (torch deprecates the dynamic quantization it uses; pipeline/inference.py -> quantize_int8)."""
+    from typer.testing import CliRunner
+
+    from models.train import fresh_model
+    from pipeline.cli import app
+
+    model_dir = fresh_model(ElbertClassifier, str(_tiny_base(tmp_path / "base")), 13).save(tmp_path / "model")
+    was = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)  # torch's C++ warnings come once per process otherwise: an earlier test's would hide ours
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = CliRunner().invoke(app, ["score", "--model", str(model_dir), "--quantize", "int8", "--threads", "1",
+                                           "$AAPL beats estimates", "Shares slump"])  # fmt: skip
+    finally:
+        torch.set_warn_always(was)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(line) for line in res.output.splitlines()]
+    assert [line["text"] for line in lines] == ["$AAPL beats estimates", "Shares slump"]
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []

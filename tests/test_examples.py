@@ -1,4 +1,4 @@
-"""The examples run as written (as the README shows them): the toy trading bot against the real
+"""The examples run as written (as README.md and docs/clients.md show them): the toy trading bot against the real
 broker and the real Redis, the backtest example on a feed with the shipped model."""
 
 from __future__ import annotations

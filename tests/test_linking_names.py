@@ -527,6 +527,39 @@ def test_cli_link_prints_one_line_per_text_in_order(tmp_path: Path) -> None:
     assert res.exit_code == 2
 
 
+def test_cli_link_help_shows_the_output_format_intact() -> None:
+    """Rich markup took "[start, end]" for a style tag and printed `"span": , "method"`."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    res = CliRunner().invoke(app, ["link", "--help"])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())  # however the terminal width wrapped it
+    assert '{"text", "links": [{"symbol", "span": [start, end], "method", "relevance", "confidence"}]}' in text
+    assert "confidence: the ORG tagger's confidence (0..1)" in text
+
+
+def test_cli_link_with_the_tagger_gives_its_confidence_for_the_names_it_settled() -> None:
+    """`finsent link --tagger default`: a name only the (shipped) tagger could settle carries the
+    tagger's confidence; explicit and unambiguous mentions carry none (null)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.linking import ORG_THRESHOLD
+
+    texts = ["Persimmon completions rise 7% as mortgage rates ease", "$AAPL and Nvidia close at a record"]
+    res = CliRunner().invoke(app, ["link", "--tagger", "default", "--fallback", "none", *texts])
+    assert res.exit_code == 0, res.output
+    first, second = (orjson.loads(x)["links"] for x in res.stdout.splitlines())
+    # --fallback none: no cue could have accepted it, so the tagger did, at or above the threshold
+    assert [(x["symbol"], x["method"]) for x in first] == [("PSN.L", "name")]
+    assert ORG_THRESHOLD <= first[0]["confidence"] <= 1.0
+    assert [(x["symbol"], x["method"], x["confidence"]) for x in second] == [
+        ("AAPL", "cashtag", None), ("NVDA", "name", None),
+    ]  # fmt: skip
+
+
 # --------------------------------------------------------------------------------------------
 # Hostile text
 

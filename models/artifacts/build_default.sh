@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
-# Rebuild the shipped default model, models/artifacts/elbert-minilm-tfns (LoRA adapter + 6 exit heads).
+# Build a candidate default model (LoRA adapter + 6 exit heads) into a NEW folder:
 #
-# Data: Twitter Financial News Sentiment, train split (MIT licence), from the project's shared data
-# folder. 10% of it (seeded, seed 13) is held out as the dev set for early stopping, the logit biases
+#   FINSENT_DATA_DIR=/path/to/data  models/artifacts/build_default.sh [OUT]
+#
+# OUT (default models/artifacts/elbert-minilm-tfns-YYYYmmdd-HHMMSS) must not exist yet: the shipped
+# model, models/artifacts/elbert-minilm-tfns, is never overwritten. FINSENT_DATA_DIR is the folder
+# holding the public datasets, twitter_financial_news/train.csv and validation.csv under it (sources,
+# licences and layout: models/datasets.py; in the development workspace: FINSENT_DATA_DIR=../shared/data).
+#
+# Promote a build to the shipped default (by hand, in one reviewed commit):
+#   1. compare OUT/validation_eval.json with models/artifacts/elbert-minilm-tfns/validation_eval.json;
+#   2. git rm -r -q models/artifacts/elbert-minilm-tfns && mv OUT models/artifacts/elbert-minilm-tfns
+#      && git add models/artifacts/elbert-minilm-tfns   (config.json keeps the build's version string);
+#   3. update the README's numbers and run tests/test_shipped_model.py before committing.
+#
+# Data: Twitter Financial News Sentiment, train split (MIT licence), from $FINSENT_DATA_DIR.
+# 10% of it (seeded, seed 13) is held out as the dev set for early stopping, the logit biases
 # and the default exit rule; the validation split is never touched here, so the numbers reported on
 # it in README are honest. Non-commercial data (Financial PhraseBank, SemEval, FiNER-ORD) is not used.
 #
@@ -12,13 +25,25 @@
 # string in config.json is the output folder's name and the date; the shipped one was renamed
 # elbert-minilm-tfns-20261203-rdrop so that it differs from the default before it.
 # Seeded and deterministic for a fixed thread count (threads=1 here): the shipped artifact is this
-# script's output. About 40-50 min on 2 cores.
+# script's output, up to the version string. About 40-50 min on 2 cores.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-DATA=${DATA:-../shared/data/twitter_financial_news}
-OUT=models/artifacts/elbert-minilm-tfns
+fail() { echo "error: $*" >&2; exit 2; }
+[ -n "${FINSENT_DATA_DIR:-}" ] || fail "FINSENT_DATA_DIR is not set: set it to the folder holding the public" \
+  "datasets (twitter_financial_news/train.csv and validation.csv under it; sources: models/datasets.py)"
+[ -d "$FINSENT_DATA_DIR" ] || fail "FINSENT_DATA_DIR=$FINSENT_DATA_DIR is not a folder"
+export FINSENT_DATA_DIR  # as given (relative to the caller's folder): config.json records the data path
+for f in twitter_financial_news/train.csv twitter_financial_news/validation.csv; do
+  [ -f "$FINSENT_DATA_DIR/$f" ] || fail "$FINSENT_DATA_DIR/$f not found: Twitter Financial News Sentiment is" \
+    "Hugging Face zeroshot/twitter-financial-news-sentiment (MIT); layout: models/datasets.py"
+done
+ARTIFACTS=$(cd "$(dirname "$0")" && pwd)
+OUT=${1:-$ARTIFACTS/elbert-minilm-tfns-$(date +%Y%m%d-%H%M%S)}
+[ ! -e "$OUT" ] || fail "$OUT exists (the shipped model is $ARTIFACTS/elbert-minilm-tfns); give a new folder"
+echo "building into $OUT (data: $FINSENT_DATA_DIR)" >&2
 export HF_HUB_OFFLINE=1
-finsent train --data "$DATA/train.csv" --weighting learned --class-weighting sqrt_inverse --pooling mean \
+finsent train --data twitter_financial_news/train --weighting learned --class-weighting sqrt_inverse --pooling mean \
   --epochs 5 --lr 8e-4 --head-lr 3e-3 --lora-r 16 --max-length 128 --split-seed 13 --threads 1 \
   --rule-max-loss 0.005 --rdrop 1.0 --seed 13 --out "$OUT"
-finsent eval --data "$DATA/validation.csv" --json --plot "$OUT/accuracy_vs_cost.png" > "$OUT/validation_eval.json"
+finsent eval --model "$OUT" --data twitter_financial_news/validation --json --plot "$OUT/accuracy_vs_cost.png" \
+  > "$OUT/validation_eval.json"
+echo "built $OUT; to make it the shipped default, see this script's header" >&2

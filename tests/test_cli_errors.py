@@ -1,0 +1,107 @@
+"""The CLI commands that connect to Kafka or Redis fail with one line on stderr and a non-zero
+exit when a server is unreachable: no traceback, no endless retrying, Ctrl-C honoured at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.infra import EmbeddedBroker, free_port
+
+ROOT = Path(__file__).parents[1]
+FEED = ROOT / "pipeline" / "data" / "sample_feed.jsonl"
+
+
+def _default_sigint() -> None:
+    # a shell without job control starts background jobs with SIGINT ignored, and a child
+    # inherits that; Ctrl-C is what the tests below send, so give the child the default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _finsent(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m pipeline.cli ARGS`` (killed if it outlives ``timeout``: a hang guard)."""
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=timeout, check=False)  # fmt: skip
+
+
+def _lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("command", [
+    ["produce", str(FEED)],
+    ["replay", str(FEED), "--speed", "max"],
+    ["create-topics"],
+    ["backtest", "--from-kafka", "--since", "2024-03-14T00:00:00Z", "--out", "{tmp}/updates.csv"],
+], ids=lambda c: c[0])  # fmt: skip
+def test_kafka_commands_without_a_broker_print_one_line(command: list[str], tmp_path: Path) -> None:
+    port = free_port()  # nobody listens there
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    proc = _finsent(*args, "--bootstrap", f"127.0.0.1:{port}")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    lines = _lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    # the reason aiokafka logged (connection refused), not only "Unable to bootstrap from [...]"
+    assert lines[0].startswith(f"error: cannot reach Kafka at 127.0.0.1:{port}: "), lines[0]
+    assert "Connect call failed" in lines[0]
+
+
+@pytest.mark.integration
+def test_worker_without_kafka_gives_up_after_the_startup_timeout(redis_server_url: str) -> None:
+    port = free_port()
+    proc = _finsent("worker", "--bootstrap", f"127.0.0.1:{port}", "--redis-url", redis_server_url,
+                    "--startup-timeout", "1", "--metrics-port", "0", "--log-level", "WARNING")  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = _lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: cannot reach Kafka at 127.0.0.1:{port} within 1 s: "), lines[0]
+    assert "Connect call failed" in lines[0]
+
+
+@pytest.mark.integration
+def test_worker_without_redis_gives_up_after_the_startup_timeout_from_the_environment(
+    broker: EmbeddedBroker,
+) -> None:
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    proc = _finsent("worker", "--bootstrap", broker.bootstrap, "--redis-url", url, "--metrics-port", "0",
+                    "--log-level", "WARNING", env={"FINSENT_STARTUP_TIMEOUT_S": "1.5"})  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = _lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: cannot reach Redis at {url} within 1.5 s: "), lines[0]
+
+
+def test_worker_startup_timeout_must_be_positive() -> None:
+    proc = _finsent("worker", "--startup-timeout", "0", "--metrics-port", "0")
+    assert proc.returncode == 2, proc.stderr
+    assert "startup_timeout_s" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_while_the_worker_waits_for_kafka_exits_130_at_once() -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", "--bootstrap", f"127.0.0.1:{port}",
+                             "--startup-timeout", "600", "--metrics-port", "0", "--log-level", "INFO"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=_default_sigint)  # noqa: PLW1509 - one signal() call in the child  # fmt: skip
+    try:
+        first = proc.stderr.readline()  # logged once the first attempt has failed: it is waiting now
+        assert f"Kafka at 127.0.0.1:{port} is not reachable yet" in first, first
+        proc.send_signal(signal.SIGINT)
+        # a hang guard far below the 600 s wait, not a timing assertion
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert _lines(err) == ["interrupted while waiting for Kafka and Redis"], err
+    assert "Traceback" not in out + err

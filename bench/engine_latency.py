@@ -26,7 +26,6 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.inference import build_engine, load_model
 from pipeline.settings import Settings

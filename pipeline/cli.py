@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import typer
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
 
 app = typer.Typer(
     help="finsent: streaming financial-news and tweet sentiment with an early-exit ELBERT model.\n\n"
@@ -270,7 +267,7 @@ def silver_ner(
     'gap up') -> O; unsettled candidates and unknown capitalised words -> '-' (no loss).
     Train with: finsent train-tagger --data FINER/train.conll --data OUT --valid FINER/validation.conll
     """
-    from models.silver import write_silver
+    from pipeline.silver import write_silver
 
     try:
         stats = write_silver(data_dir, out, exclude or (), ambiguous_cap=ambiguous_cap, no_org_ratio=no_org_ratio,
@@ -402,8 +399,8 @@ def worker(
     tagger: Annotated[str | None, typer.Option(
         help="settle ambiguous company names with an ORG tagger: 'default' (shipped, research licence) or a "
              "tagger directory; unset = context-cue rules")] = None,
-    session_timeout_ms: Annotated[int, typer.Option(
-        help="Kafka session timeout; a restarted worker waits this long for its dead predecessor")] = 10_000,
+    session_timeout_ms: Annotated[int | None, typer.Option(
+        help="Kafka session timeout; a restarted worker waits this long for its dead predecessor")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run the streaming worker: consume news/tweets, score, aggregate, write Redis and Kafka.
@@ -412,15 +409,15 @@ def worker(
     """
     import asyncio
 
-    from pipeline.sinks import CREDENTIAL_ERRORS
+    from pipeline.retry import CREDENTIAL_ERRORS
     from pipeline.worker import Worker
 
     _logging(log_level)
     settings = _settings(bootstrap=bootstrap, redis_url=redis_url, namespace=namespace, group_id=group_id,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, metrics_port=metrics_port,
-                         model_dir=model, exit_rule=rule, tagger=tagger)
+                         model_dir=model, exit_rule=rule, tagger=tagger, session_timeout_ms=session_timeout_ms)
     try:
-        asyncio.run(Worker(settings, session_timeout_ms=session_timeout_ms).run(handle_signals=True))
+        asyncio.run(Worker(settings).run(handle_signals=True))
     except (OSError, ValueError) as exc:  # missing model files, a taken metrics port, bad settings
         _fail(str(exc), 1)
     except CREDENTIAL_ERRORS as exc:

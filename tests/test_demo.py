@@ -11,7 +11,7 @@ import psutil
 import pytest
 import redis
 
-from pipeline.sinks import Keys
+from pipeline.keys import Keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -24,9 +24,8 @@ import numpy as np
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if sys.path[0] != str(ROOT):  # first, or bench/pipeline.py would shadow the package
     sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.inference import build_engine, load_model
 from pipeline.settings import Settings

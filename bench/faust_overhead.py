@@ -31,7 +31,7 @@ from pathlib import Path
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # runnable as a plain script from anywhere
+if sys.path[0] != str(ROOT):  # first, or bench/pipeline.py would shadow the package
     sys.path.insert(0, str(ROOT))
 
 SESSION_TIMEOUT_MS = 6000  # Tansu holds a fresh group's first JoinGroup for half of this

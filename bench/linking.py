@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if sys.path[0] != str(ROOT):  # first, or bench/pipeline.py would shadow the package
     sys.path.insert(0, str(ROOT))
 
 from pipeline.linking import Linker, OrgSpans

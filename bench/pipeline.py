@@ -63,9 +63,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # runnable as a plain script from anywhere
+if sys.path[0] != str(ROOT):  # first, or bench/pipeline.py would shadow the package
     sys.path.insert(0, str(ROOT))
 
 import numpy as np
@@ -234,7 +233,7 @@ class Bench:
     # ---- observing
 
     async def subscribe(self, redis, ready: asyncio.Event) -> None:
-        from pipeline.sinks import Keys
+        from pipeline.keys import Keys
 
         pubsub = redis.pubsub()
         await pubsub.subscribe(Keys(self.s.namespace).updates)

@@ -50,7 +50,6 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 for p in (ROOT, ROOT / "tests"):  # runnable as a plain script; the scenarios live with the tests
     if str(p) not in sys.path:

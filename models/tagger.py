@@ -15,9 +15,8 @@ piece carrying the token's tag and later pieces ``I-X`` (``O`` for ``O``). So tr
 text see identical words. Only a word's FIRST subword is labelled (-100 elsewhere) and predicts
 the word; a CoNLL token's prediction is its first piece's.
 
-An artifact directory holds ``config.json`` (base backbone, labels, default exit setting,
-training info, and the training data's licence), ``heads.safetensors`` and ``adapter/`` (peft
-LoRA). A few MB in all.
+Construction on a backbone, LoRA, and the artifact come from :class:`models.base.EarlyExitModel`;
+the tagger's ``config.json`` also records its default exit setting and the training data's licence.
 """
 
 from __future__ import annotations
@@ -25,17 +24,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
-from transformers import PreTrainedTokenizerBase
 
-from models.artifact import attach_adapter, load_heads, read_config, save_artifact
-from models.backbone import DEFAULT_BACKBONE, Backbone, additive_mask, load_tokenizer
+from models.backbone import DEFAULT_BACKBONE, Backbone, additive_mask
+from models.base import EarlyExitModel
 from models.conll import BIO_LABELS, IGNORE_TAG
 from models.spans import bio_spans
 from models.tokee import Cost, active_bert_layer, halting_step, layer_macs, normalized_entropy
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DEFAULT_TAGGER_DIR = Path(__file__).parent / "artifacts" / "tagger-minilm-finer"
 IGNORE = -100
@@ -140,33 +140,19 @@ class WordPredictions:
     exit_layer: list[int]
 
 
-class TokenTagger(nn.Module):
+class TokenTagger(EarlyExitModel):
     """Backbone + a token-classification head after every layer. Shapes as in ``TaggerBatch``."""
 
+    config_cls = TaggerConfig
+    default_dir = DEFAULT_TAGGER_DIR
+    artifact_kind = "tagger"
+    config: TaggerConfig
+
     def __init__(self, backbone: Backbone, config: TaggerConfig, tokenizer: PreTrainedTokenizerBase | None):
-        super().__init__()
         if backbone.kind != "bert":
             raise ValueError(f"TokenTagger needs a BERT-family backbone, not {backbone.kind!r}")
-        self.backbone = backbone
-        self.config = config
-        self.tokenizer = tokenizer
-        self.labels = list(config.labels)
-        self.num_layers = backbone.num_layers
+        super().__init__(backbone, config, tokenizer, backbone.num_layers)
         self.intermediate_size: int = backbone.model.config.intermediate_size
-        self.heads = nn.ModuleList(nn.Linear(backbone.hidden_size, len(self.labels)) for _ in range(self.num_layers))
-        self.dropout = nn.Dropout(config.dropout)
-
-    # ----------------------------------------------------------------- construction
-    @classmethod
-    def from_backbone(cls, base: str | Path = DEFAULT_BACKBONE, **overrides: Any) -> TokenTagger:
-        """A fresh tagger (untrained heads) on a local backbone."""
-        config = TaggerConfig(base=str(base), **overrides)
-        return cls(Backbone.from_pretrained(base), config, load_tokenizer(base))
-
-    def add_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.05,
-                 targets: tuple[str, ...] = ("query", "key", "value", "dense")) -> None:
-        """Freeze the backbone and train low-rank adapters on ``targets`` (peft)."""
-        self.config.lora = self.backbone.add_lora(r, alpha, dropout, targets)
 
     # ----------------------------------------------------------------- forward
     def layer_logits(self, hidden: torch.Tensor, depth: int) -> torch.Tensor:
@@ -313,10 +299,6 @@ class TokenTagger(nn.Module):
                                word_chars=chars))
         return out
 
-    @property
-    def pad_id(self) -> int:
-        return int(self.tokenizer.pad_token_id or 0) if self.tokenizer is not None else 0
-
     # ----------------------------------------------------------------- inference
     @torch.no_grad()
     def predict(self, items: Sequence[Encoded], window: int | None = None, threshold: float | None = None,
@@ -374,24 +356,3 @@ class TokenTagger(nn.Module):
                     spans.append((item.word_chars[s][0], item.word_chars[e - 1][1], round(float(conf), 4)))
             out.append(spans)
         return out
-
-    # ----------------------------------------------------------------- persistence
-    def save(self, out_dir: str | Path) -> Path:
-        return save_artifact(out_dir, self.config, self.backbone, self.heads)
-
-    @classmethod
-    def load(cls, model_dir: str | Path | None = None, merge: bool = True,
-             backbone: Backbone | None = None, tokenizer: PreTrainedTokenizerBase | None = None) -> TokenTagger:
-        """Load an artifact (default: the shipped FiNER-ORD tagger). ``merge`` folds LoRA into the weights.
-
-        ``backbone``/``tokenizer`` override the base named in config.json (tests use tiny models).
-        """
-        path = Path(model_dir) if model_dir is not None else DEFAULT_TAGGER_DIR
-        config = TaggerConfig(**read_config(path, "tagger"))
-        if backbone is None:
-            backbone = Backbone.from_pretrained(config.base)
-            tokenizer = tokenizer or load_tokenizer(config.base)
-        attach_adapter(backbone, path, merge)
-        model = cls(backbone, config, tokenizer)
-        load_heads(model.heads, path)
-        return model.eval()

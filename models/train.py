@@ -41,7 +41,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,10 +52,13 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from models.base import EarlyExitModel
+from models.calibration import calibrate, calibrated_score
 from models.datasets import LabelledTexts
 from models.elbert import ElbertClassifier
+from models.scoring import exit_probabilities
 
-FreshModel = TypeVar("FreshModel", bound=nn.Module)  # ElbertClassifier or TokenTagger: from_backbone + heads
+FreshModel = TypeVar("FreshModel", bound=EarlyExitModel)  # ElbertClassifier or TokenTagger
 
 WEIGHTINGS = ("equal", "linear", "learned")
 
@@ -85,7 +88,6 @@ class TrainConfig:
     rdrop: float = 0.0  # > 0: R-Drop, each batch twice with independent dropout + this weight * their symmetric KL
     threads: int | None = None
     device: str = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ExitLoss(nn.Module):
@@ -153,7 +155,7 @@ def fresh_model(model_cls: type[FreshModel], base: str, seed: int, **config: Any
 
     Loading a backbone draws from the global RNG by an amount that changes from one process to the
     next (it follows Python's per-process hash seed), so heads drawn right after it, as
-    ``from_backbone`` does, were different in every run of the same command.
+    ``from_backbone`` does, would differ in every run of the same command.
     """
     model = model_cls.from_backbone(base, **config)
     seed_everything(seed)
@@ -194,21 +196,6 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: np.random.G
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
-
-
-@torch.no_grad()
-def exit_probabilities(model: ElbertClassifier, ids: list[list[int]], batch_size: int = 64,
-                       device: str = "cpu", progress: bool = False, temperature: float = 1.0) -> torch.Tensor:
-    """Softmax of every exit's logits / ``temperature`` for every text, [L, N, C], in length-sorted batches."""
-    model.eval()
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    out = torch.empty(model.num_layers, len(ids), len(model.labels))
-    steps = range(0, len(order), batch_size)
-    for start in tqdm(steps, desc="scoring", disable=not progress, leave=False):
-        idx = order[start : start + batch_size]
-        x, a = model.pad([ids[i] for i in idx], model.pad_id, device)
-        out[:, idx] = (model(x, a).float() / temperature).softmax(-1).cpu()
-    return out
 
 
 def split_dev(data: LabelledTexts, fraction: float, seed: int) -> tuple[LabelledTexts, LabelledTexts]:
@@ -365,9 +352,9 @@ def cross_fit_probabilities(make_model: Callable[[], ElbertClassifier], data: La
     """Out-of-fold full-depth probabilities [N, C]: ``data`` is cut into ``cfg.cross_fit`` seeded folds,
     and each fold is scored by a model trained with the same recipe on the other folds.
 
-    A model scoring its own training texts is nearly certain (mean p(gold) 0.88-0.93 for the shipped
-    recipe, against 0.86 dev accuracy), so its targets say little beyond the label; out-of-fold
-    probabilities are as uncertain as on unseen text.
+    A model scoring its own training texts is far more certain than its dev accuracy warrants, so
+    its targets say little beyond the label; out-of-fold probabilities are as uncertain as on
+    unseen text.
     """
     if cfg.cross_fit < 2:
         raise ValueError(f"cross-fitting needs at least 2 folds, not {cfg.cross_fit}")
@@ -392,67 +379,6 @@ def mix_targets(labels: list[int] | torch.Tensor, probs: torch.Tensor, weight: f
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"teacher weight must lie in [0, 1], not {weight}")
     return (1 - weight) * F.one_hot(torch.as_tensor(labels), probs.shape[-1]).float() + weight * probs
-
-
-def macro_f1(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
-    """Macro-F1 from one confusion matrix (a class never predicted nor present scores 0, as
-    sklearn's ``zero_division=0``); fast enough for grid searches and bootstraps. pred, gold [N]."""
-    conf = np.bincount(gold * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
-    tp = np.diag(conf)
-    return float(np.mean(2 * tp / np.maximum(conf.sum(0) + conf.sum(1), 1)))
-
-
-def decision_score(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
-    """Accuracy + macro-F1 of pred [N] against gold [N]: the dev score biases and candidates are chosen by."""
-    return float((pred == gold).mean()) + macro_f1(pred, gold, num_classes)
-
-
-BIAS_GRID = np.round(np.arange(-2.0, 2.01, 0.1), 2)  # runs of other seeds needed -1.2 for negative, past a -1.0 edge
-
-
-def tune_logit_bias(all_probs: torch.Tensor, gold: torch.Tensor, grid: np.ndarray = BIAS_GRID) -> torch.Tensor:
-    """Per exit, additive logit biases maximising accuracy + macro-F1 on dev. -> [L, C].
-
-    all_probs [L, N, C] (dev), gold [N]. The majority class keeps bias 0; the others are searched
-    on ``grid``. The joint loss under-predicts the minority classes (negative, positive) on this
-    data; a bias moves the decision boundary without retraining.
-    """
-    num_layers, _, c = all_probs.shape
-    logp = all_probs.clamp_min(1e-12).log().numpy()
-    y = gold.numpy()
-    majority = int(np.bincount(y, minlength=c).argmax())
-    others = [k for k in range(c) if k != majority]
-    combos = np.array(np.meshgrid(*[grid] * len(others))).reshape(len(others), -1).T  # [G, C-1]
-    out = torch.zeros(num_layers, c)
-    for layer in range(num_layers):
-        best, best_b = -1.0, np.zeros(c)
-        for combo in combos:
-            b = np.zeros(c)
-            b[others] = combo
-            score = decision_score((logp[layer] + b).argmax(-1), y, c)
-            if score > best + 1e-12:
-                best, best_b = score, b
-        out[layer] = torch.from_numpy(best_b).float()
-    return out
-
-
-def calibrated_score(probs: torch.Tensor, gold: torch.Tensor) -> float:
-    """Accuracy + macro-F1 of probs [N, C] against gold [N] after ``tune_logit_bias`` on the same data."""
-    bias = tune_logit_bias(probs[None], gold)[0]
-    return decision_score((probs.clamp_min(1e-12).log() + bias).argmax(-1).numpy(), gold.numpy(), probs.shape[-1])
-
-
-def calibrate(model: ElbertClassifier, dev: LabelledTexts, rule_max_loss: float) -> dict[str, Any]:
-    """Post-training, on dev only: logit biases per exit, then the default exit rule."""
-    from models.evaluate import choose_default_rule, evaluate
-
-    dev_ids, _ = model.encode(dev.texts)
-    device = str(next(model.parameters()).device)
-    model.set_logit_bias(tune_logit_bias(exit_probabilities(model, dev_ids, device=device), torch.tensor(dev.labels)))
-    dev_report = evaluate(model, dev)
-    model.config.default_rule = choose_default_rule(dev_report, rule_max_loss)
-    return {"dev_full_accuracy": dev_report["accuracy"], "dev_macro_f1": dev_report["macro_f1"],
-            "logit_bias": model.config.logit_bias, "default_rule": model.config.default_rule}
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -490,7 +416,7 @@ def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainCo
     model.config.info = {
         "train_data": str(data_path), "train_rows": len(data), "dev_rows": len(dev),
         "dev_source": str(valid_path) if valid_path else "10% of train (seeded)",
-        "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"}, **summary,
+        "train_config": dict(cfg.__dict__), **summary,
     }
     model.save(out)
     return summary

@@ -32,7 +32,7 @@ import math
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,6 @@ class TaggerTrainConfig:
     patience: int = 1
     threads: int | None = None
     device: str = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def encode_sentences(model: TokenTagger, sentences: list[TaggedSentence]) -> list[Encoded]:
@@ -272,7 +271,7 @@ def train_tagger_main(data_path: Path | Sequence[Path], out: Path, valid_path: P
         "train_data": [p.name for p in paths] if len(paths) > 1 else paths[0].name,
         "train_sentences": len(train_sents), "dev_sentences": len(dev_sents),
         "dev_source": Path(dev_source).name if valid_path else dev_source,
-        "train_config": {k: v for k, v in cfg.__dict__.items() if k != "extra"}, **summary,
+        "train_config": dict(cfg.__dict__), **summary,
     }
     model.save(out)
     return summary

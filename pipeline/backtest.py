@@ -2,12 +2,11 @@
 
 A feed file (or a retained Kafka input topic) goes in; every per-ticker update comes out, with
 its event time, to CSV or Parquet. No broker or Redis is needed for a file. The steps are the
-worker's own: :func:`pipeline.schemas.parse_input` (same ``now`` check, same default kind as the
-topic the record would be read from), de-duplication by id with the same text fingerprint
-(first wins; a repeat with the same text is skipped, another text under a used id is reported
-like the worker's ``duplicate_id`` dead letter), the linker and the engine built by
-:mod:`pipeline.inference` (``build_linker``, ``build_engine``),
-:meth:`ScoredDocument.from_prediction` and :class:`pipeline.aggregate.Aggregator`.
+worker's own functions from :mod:`pipeline.process` (parse with the same ``now`` check and the
+default kind of the topic the record would be read from; de-duplication by id and text
+fingerprint, first wins, a reused id reported like the worker's ``duplicate_id`` dead letter;
+link; document; fold into the aggregates), with the linker and the engine built by
+:mod:`pipeline.inference` (``build_linker``, ``build_engine``).
 
 Order and point in time: documents are applied in ``published_at`` order (stable: equal times
 keep their input order), so every update at event time ``t`` is computed from documents with
@@ -33,11 +32,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import TopicPartition
 
-from pipeline.aggregate import Aggregator, Late
+from pipeline.aggregate import Aggregator
 from pipeline.feed import read_feed
-from pipeline.schemas import InputMessage, Kind, ParseError, ScoredDocument, TickerScore, parse_input, rfc3339
+from pipeline.process import dedupe, document, duplicate_id_detail, fold, link, parse, text_hash
+from pipeline.schemas import InputMessage, Kind, ParseError, TickerScore, rfc3339
 from pipeline.settings import Settings
-from pipeline.sinks import text_hash
 
 if TYPE_CHECKING:
     from models.engine import Engine
@@ -208,7 +207,7 @@ def run_backtest(
     for rec in records:
         report.records += 1
         try:
-            msg = parse_input(rec.value, now_ms=now, default_kind=rec.kind)
+            msg = parse(rec.value, now, rec.kind)
         except ParseError as exc:
             report.bad.append((rec.where, str(exc)))
             continue
@@ -219,17 +218,17 @@ def run_backtest(
     accepted.sort(key=lambda a: a[0].published_at)
 
     todo: list[tuple[InputMessage, str]] = []
-    seen: dict[str, str] = {}
+    stored: dict[str, str] = {}  # id -> text hash of the first message with it (the worker: Redis)
     for msg, where in accepted:
         h = text_hash(msg.text)
-        first = seen.get(msg.id)
-        if first is None:
-            seen[msg.id] = h
+        seen = dedupe(stored.get(msg.id), h)
+        if seen == "new":
+            stored[msg.id] = h
             todo.append((msg, where))
-        elif first == h:
+        elif seen == "duplicate":
             report.duplicates += 1
         else:
-            report.duplicate_ids.append((where, f"id {msg.id!r} was already applied with a different text"))
+            report.duplicate_ids.append((where, duplicate_id_detail(msg.id)))
     if not todo:  # nothing to score (every record bad or outside [start, end)): no model to load
         report.seconds = time.perf_counter() - t0
         return Backtest([], report)
@@ -254,28 +253,22 @@ def run_backtest(
             ids, truncated = engine.model.encode([m.text for m, _ in part])
             future = engine.submit_ids(ids, truncated)  # all at once: the batches do not depend on timing
             # while the engine works; with a tagger, one call per chunk (the worker: per poll)
-            msgs = [m for m, _ in part]
-            links = [linker.link(m) for m in msgs] if linker.tagger is None else linker.link_many(msgs)
+            links = link(linker, [m for m, _ in part])
             for (msg, where), msg_links, p in zip(part, links, future.result(), strict=True):
                 done += 1
                 if on_progress is not None and (done % 256 == 0 or done == len(todo)):
                     on_progress(done, len(todo))
                 try:
-                    doc = ScoredDocument.from_prediction(
-                        msg, msg_links, label=p.label, probs=dict(zip(labels, p.probs, strict=True)),
-                        exit_layer=p.exit_layer, truncated=p.truncated, model_version=version,
-                        ingested_at=now, scored_at=now,
-                    )  # fmt: skip
+                    doc = document(msg, msg_links, p, labels=labels, model_version=version, ingested_at=now,
+                                   scored_at=now)
                 except ValueError as exc:  # the worker dead-letters these as "internal"
                     report.bad.append((where, f"internal: scoring: {exc}"))
                     continue
-                try:
-                    applied = agg.apply(doc, doc.published_at)
-                except Late as exc:  # impossible in event-time order; kept in step with the worker
-                    applied = exc.updates
-                    report.late.append((where, str(exc)))
+                folded = fold(agg, doc, doc.published_at)
+                if folded.late is not None:  # impossible in event-time order
+                    report.late.append((where, str(folded.late)))
                 report.documents += 1
-                updates.extend(applied)
+                updates.extend(folded.updates)
     finally:
         if own:
             engine.close()

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
+if TYPE_CHECKING:
+    from pipeline.schemas import InputMessage, ParseError
 
 app = typer.Typer(
     help="finsent: streaming financial-news and tweet sentiment with an early-exit ELBERT model.\n\n"
@@ -63,6 +64,32 @@ def _texts(args: list[str] | None) -> list[str]:
     if sys.stdin.isatty():
         _fail("give texts as arguments or pipe lines on stdin")
     return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def _messages(texts: list[str]) -> list[InputMessage | ParseError]:
+    """Each text through the worker's own parse step (:func:`pipeline.process.message`): the
+    message, or the error a feed record with that text would be dead-lettered with."""
+    from pipeline import process
+    from pipeline.schemas import ParseError
+
+    now = int(time.time() * 1000)
+    out: list[InputMessage | ParseError] = []
+    for i, text in enumerate(texts):
+        try:
+            out.append(process.message(text, doc_id=f"cli-{i}", now_ms=now))
+        except ParseError as exc:
+            out.append(exc)
+    return out
+
+
+def _rejected(texts: list[str], msgs: list[InputMessage | ParseError]) -> None:
+    """Exit 1 with one line if any text was rejected (its JSON line carries the reason)."""
+    from pipeline.schemas import ParseError
+
+    bad = [i + 1 for i, m in enumerate(msgs) if isinstance(m, ParseError)]
+    if bad:
+        _fail(f"{len(bad)} of {len(texts)} texts rejected (text {', '.join(map(str, bad[:10]))}"
+              f"{', ...' if len(bad) > 10 else ''}): see their \"error\"", 1)
 
 
 @app.command()
@@ -223,14 +250,23 @@ def score(
         engine = build_engine(settings)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+    from pipeline.schemas import ParseError
+
     labels = engine.model.labels
-    for text, p in zip(items, engine.predict_texts(items)):
-        probs = dict(zip(labels, p.probs))
-        line = {"text": text, "label": p.label, "probs": probs,
-                "score": probs["positive"] - probs["negative"], "exit_layer": p.exit_layer}
-        if p.truncated:
-            line["truncated"] = True
+    msgs = _messages(items)
+    predictions = iter(engine.predict_texts([m.text for m in msgs if not isinstance(m, ParseError)]))
+    for text, m in zip(items, msgs):
+        if isinstance(m, ParseError):
+            line: dict[str, Any] = {"text": text, "error": m.reason, "detail": m.detail}
+        else:
+            p = next(predictions)
+            probs = dict(zip(labels, p.probs))
+            line = {"text": text, "label": p.label, "probs": probs,
+                    "score": probs["positive"] - probs["negative"], "exit_layer": p.exit_layer}
+            if p.truncated or m.text_truncated:
+                line["truncated"] = True
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
+    _rejected(items, msgs)
 
 
 @app.command("link")
@@ -265,12 +301,22 @@ def link_(
         linker = Linker(load_universe(companies), org_spans, fallback=fallback)  # type: ignore[arg-type]
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+    from pipeline import process
+    from pipeline.schemas import ParseError
+
+    msgs = _messages(items)
     for i in range(0, len(items), 1024):  # stream: one tagger batch per 1024 lines
-        chunk = items[i : i + 1024]
-        for text, links in zip(chunk, linker.link_texts(chunk)):
-            out = [{"symbol": t.symbol, "span": list(t.span) if t.span else None, "method": t.method,
-                    "relevance": t.relevance, "confidence": t.confidence} for t in links]
-            sys.stdout.write(orjson.dumps({"text": text, "links": out}).decode() + "\n")
+        chunk = msgs[i : i + 1024]
+        linked = iter(process.link(linker, [m for m in chunk if not isinstance(m, ParseError)]))
+        for text, m in zip(items[i : i + 1024], chunk):
+            if isinstance(m, ParseError):
+                line: dict[str, Any] = {"text": text, "error": m.reason, "detail": m.detail}
+            else:  # spans index the message's text: the input after the worker's normalisation
+                line = {"text": m.text, "links": [
+                    {"symbol": t.symbol, "span": list(t.span) if t.span else None, "method": t.method,
+                     "relevance": t.relevance, "confidence": t.confidence} for t in next(linked)]}
+            sys.stdout.write(orjson.dumps(line).decode() + "\n")
+    _rejected(items, msgs)
 
 
 @app.command("silver-ner")
@@ -298,7 +344,7 @@ def silver_ner(
     Train with: finsent train-tagger --data FINER/train.conll --data OUT --valid FINER/validation.conll
     """
     from models.datasets import DataError, require_data_dir
-    from models.silver import write_silver
+    from pipeline.silver import write_silver
 
     try:
         data_dir = require_data_dir(data_dir or _settings().data_dir)
@@ -434,8 +480,8 @@ def _wait_for_servers(settings) -> None:
     when one does not answer in time, and 130 at once on Ctrl-C."""
     import asyncio
 
-    from pipeline.infra import Unreachable, wait_for_kafka, wait_for_redis
-    from pipeline.sinks import CREDENTIAL_ERRORS
+    from pipeline.retry import CREDENTIAL_ERRORS
+    from pipeline.startup import Unreachable, wait_for_kafka, wait_for_redis
 
     async def both() -> None:
         waits = [asyncio.ensure_future(wait(settings, settings.startup_timeout_s))
@@ -473,8 +519,8 @@ def worker(
     tagger: Annotated[str | None, typer.Option(
         help="settle ambiguous company names with an ORG tagger: 'default' (shipped, research licence) or a "
              "tagger directory; unset = context-cue rules")] = None,
-    session_timeout_ms: Annotated[int, typer.Option(
-        help="Kafka session timeout; a restarted worker waits this long for its dead predecessor")] = 10_000,
+    session_timeout_ms: Annotated[int | None, typer.Option(
+        help="Kafka session timeout; a restarted worker waits this long for its dead predecessor")] = None,
     startup_timeout: Annotated[float | None, typer.Option(
         "--startup-timeout", help="seconds to wait at start-up for Kafka and Redis to answer before exiting 1 "
         "(default FINSENT_STARTUP_TIMEOUT_S, 30)")] = None,
@@ -486,16 +532,17 @@ def worker(
     """
     import asyncio
 
-    from pipeline.sinks import CREDENTIAL_ERRORS
+    from pipeline.retry import CREDENTIAL_ERRORS
     from pipeline.worker import Worker
 
     _logging(log_level)
     settings = _settings(bootstrap=bootstrap, redis_url=redis_url, namespace=namespace, group_id=group_id,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, metrics_port=metrics_port,
-                         model_dir=model, exit_rule=rule, tagger=tagger, startup_timeout_s=startup_timeout)
+                         model_dir=model, exit_rule=rule, tagger=tagger, session_timeout_ms=session_timeout_ms,
+                         startup_timeout_s=startup_timeout)
     _wait_for_servers(settings)
     try:
-        asyncio.run(Worker(settings, session_timeout_ms=session_timeout_ms).run(handle_signals=True))
+        asyncio.run(Worker(settings).run(handle_signals=True))
     except (OSError, ValueError) as exc:  # missing model files, a taken metrics port, bad settings
         _fail(str(exc), 1)
     except CREDENTIAL_ERRORS as exc:
@@ -518,7 +565,7 @@ def produce(
     from rich.progress import Progress
 
     from pipeline.feed import produce_feed
-    from pipeline.infra import kafka_error_line, kafka_log_kept
+    from pipeline.startup import kafka_error_line, kafka_log_kept
 
     settings = _settings(bootstrap=bootstrap, namespace=namespace)
     with Progress(transient=True) as progress, kafka_log_kept() as kept:
@@ -555,7 +602,8 @@ def create_topics_(
 
     from aiokafka.errors import KafkaError
 
-    from pipeline.infra import create_topics, kafka_error_line, kafka_log_kept
+    from pipeline.infra import create_topics
+    from pipeline.startup import kafka_error_line, kafka_log_kept
 
     s = _settings(bootstrap=bootstrap, namespace=namespace, partitions=partitions,
                   replication_factor=replication_factor)  # fmt: skip
@@ -609,8 +657,8 @@ def replay(
     from aiokafka.errors import KafkaError
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from pipeline.infra import kafka_error_line, kafka_log_kept
     from pipeline.replay import parse_speed, plan_replay, replay_feed
+    from pipeline.startup import kafka_error_line, kafka_log_kept
 
     try:
         pace = parse_speed(speed)
@@ -699,7 +747,7 @@ def backtest(
         if from_kafka:
             import asyncio
 
-            from pipeline.infra import kafka_log_kept
+            from pipeline.startup import kafka_log_kept
 
             with kafka_log_kept() as kept:
                 records = asyncio.run(bt.kafka_records(settings, _time(since, "--since")))  # type: ignore[arg-type]
@@ -723,7 +771,7 @@ def backtest(
             bt.plot_symbol(result.updates, symbol.upper(), png)
             typer.echo(f"wrote {png}", err=True)
     except (OSError, ValueError, KafkaError) as exc:
-        from pipeline.infra import kafka_error_line
+        from pipeline.startup import kafka_error_line
 
         _fail(kafka_error_line(exc, settings.bootstrap, kept) if isinstance(exc, KafkaError) else str(exc), 1)
     r = result.report

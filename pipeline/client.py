@@ -2,7 +2,7 @@
 
 Importing this module does not import torch (or the model): a bot needs only redis, aiokafka,
 orjson and the finsent schema module. Every value is a :class:`pipeline.schemas.TickerScore`,
-the same record the worker writes; key names come from :class:`pipeline.sinks.Keys` and topic
+the same record the worker writes; key names come from :class:`pipeline.keys.Keys` and topic
 names from :class:`pipeline.settings.Settings`, so the client reads exactly what the pipeline
 writes. Connection settings (namespace, Kafka SSL/SASL, Redis TLS/ACL) default to the
 ``FINSENT_*`` environment, like every other finsent process.
@@ -51,9 +51,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.connections import kafka_consumer, redis_client, redis_sync_client
+from pipeline.keys import Keys
 from pipeline.schemas import TickerScore, epoch_ms, normalize_symbol
 from pipeline.settings import Settings
-from pipeline.sinks import Keys
 
 __all__ = ["AsyncSentimentClient", "Listener", "SentimentClient", "Start", "Subscription", "listen", "subscribe"]
 

@@ -28,9 +28,9 @@ from rich.text import Text
 from pipeline.connections import redis_client, redis_sync_client
 from pipeline.feed import ProduceReport, produce_feed
 from pipeline.infra import EmbeddedBroker, create_topics, delete_keys_with_prefix, redis_server
+from pipeline.keys import Keys
 from pipeline.schemas import rfc3339
 from pipeline.settings import Settings, redact_url
-from pipeline.sinks import Keys
 from pipeline.worker import Worker, wall_ms
 
 __all__ = ["SAMPLE_FEED", "run_demo"]
@@ -77,7 +77,7 @@ async def _demo(
         loop.add_signal_handler(sig, stop.set)
     topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
     await create_topics(s, topics, s.partitions)
-    worker = Worker(s, session_timeout_ms=_SESSION_TIMEOUT_MS, drain_timeout_s=15)
+    worker = Worker(s.model_copy(update={"session_timeout_ms": _SESSION_TIMEOUT_MS, "drain_timeout_s": 15.0}))
     worker_task = asyncio.create_task(worker.run(), name="worker")
     producer_task: asyncio.Task[ProduceReport] | None = None
     redis = redis_client(s)

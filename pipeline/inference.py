@@ -8,8 +8,9 @@ import os
 import torch
 
 from models.elbert import ElbertClassifier
-from models.engine import EarlyExitEngine, Engine, EnginePool
+from models.engine import EarlyExitEngine, Engine
 from models.exits import ExitRule, make_rule, parse_rule
+from models.pool import EnginePool
 from pipeline.linking import Linker, default_linker
 from pipeline.settings import Settings
 

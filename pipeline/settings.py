@@ -7,12 +7,31 @@ options that override them. Nothing else in the code base reads the environment.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from models.scheduler import DEFAULT_POLICY
+from pipeline.keys import DEFAULT_DOC_TTL_S
+
+
+class DType(StrEnum):
+    """Floating-point type the model runs in (half precision is for GPUs)."""
+
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class Quantize(StrEnum):
+    """Post-training quantization of the model (CPU only)."""
+
+    int8 = "int8"
+
 
 # Kafka topic names allow [a-zA-Z0-9._-]; the namespace prefixes topics and Redis keys alike.
 _NAMESPACE = re.compile(r"[A-Za-z0-9._-]*")
@@ -47,11 +66,30 @@ class Settings(BaseSettings):
         10, ge=0, description="longest a consumer fetch waits for data (aiokafka's 500 ms default adds latency)")
     fetch_min_bytes: int = Field(
         8192, ge=1, description="bytes a worker fetch waits for (up to fetch_max_wait_ms): fewer, fuller fetches "
-        "leave more CPU to the model (bench/pipeline.py, six A/B pairs: p99 at half load 192 vs 254 ms with 1 byte)")
+        "leave more CPU to the model")
+    session_timeout_ms: int = Field(
+        10_000, ge=1, description="Kafka consumer session timeout: how long the group waits for a worker that died "
+        "uncleanly before handing its partitions to another (a restarted worker waits this long too)")
+    create_missing_topics: bool = Field(
+        True, description="a worker creates its input and output topics if they do not exist")
+
+    # --- the worker's flow (pipeline/worker.py)
+    max_outstanding: int | None = Field(
+        None, ge=1, description="most fetched-but-not-done messages per worker (back-pressure: fetching pauses "
+        "above it); default 16 x max_batch, deep enough that the engine is not starved while Redis and Kafka catch up")
+    max_inflight_batches: int = Field(
+        4, ge=1, description="most micro-batches being scored at once (later ones wait, filling up meanwhile)")
+    commit_interval_s: float = Field(
+        0.5, gt=0, description="how often a worker commits the offsets that are done (a shorter interval means "
+        "less re-delivered after a crash, more commit requests)")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="how long a shutdown or rebalance waits for work in flight before leaving it "
+        "uncommitted (it is then re-delivered and de-duplicated)")
     stop_timeout_s: float = Field(
         40.0, ge=1.0, description="longest a worker takes to shut down after SIGTERM, draining included (a "
-        "quarter of it, at most 10 s, kept for committing and closing clients); keep it below the orchestrator's grace period "
-        "(docker-compose 45 s, Kubernetes 60 s). Past it plus 10 s the worker dumps its stacks and exits 1")
+        "quarter of it, at most 10 s, kept for committing and closing clients); keep it below the orchestrator's "
+        "grace period (docker-compose 45 s, Kubernetes 60 s). Past it plus 10 s the worker dumps its stacks and "
+        "exits 1")
     startup_timeout_s: float = Field(
         30.0, gt=0, description="longest `finsent worker` waits at start-up for Kafka (cluster metadata) and "
         "Redis (PING) to answer before it exits 1 saying which one it could not reach; once started, it "
@@ -80,15 +118,18 @@ class Settings(BaseSettings):
     redis_ssl_keyfile: FilePath | None = Field(None, description="client private key for rediss:// (mutual TLS)")
     redis_ssl_check_hostname: bool = Field(True, description="verify the Redis server's certificate host name")
     history_len: int = Field(10_000, ge=1, description="entries kept per ticker history sorted set")
+    doc_ttl_s: int = Field(
+        DEFAULT_DOC_TTL_S, ge=1, description="how long Redis remembers a document id (and a dead-lettered "
+        "message) to de-duplicate re-deliveries and re-sends; longer than any replay or redelivery window")
 
     # --- micro-batching and the model
     max_batch: int = Field(64, ge=1, description="largest batch handed to the engine")
     max_wait_ms: int = Field(20, ge=0, description="longest wait to fill a batch")
     model_dir: Path | None = Field(None, description="model artifact directory (default: the shipped model)")
-    device: str = Field("cpu", description="'cpu', 'cuda' or 'cuda:N'")
-    dtype: str = Field("float32", description="float32, float16 or bfloat16 (GPU)")
+    device: str = Field("cpu", description="torch device the model runs on: 'cpu', 'cuda' or 'cuda:N'")
+    dtype: DType = Field(DType.float32, description="float32, float16 or bfloat16 (half precision on GPU)")
     threads: int | None = Field(None, ge=1, description="CPU threads for inference (default: torch's)")
-    quantize: str | None = Field(None, description="'int8' for dynamic int8 quantization on CPU")
+    quantize: Quantize | None = Field(None, description="'int8' for dynamic int8 quantization on CPU")
     exit_rule: str | None = Field(None, description="exit rule spec, e.g. 'cwb:threshold=0.2,window=2,margin=0.3'")
     tagger: str | None = Field(
         None,
@@ -105,16 +146,15 @@ class Settings(BaseSettings):
     )
     engine_mode: Literal["auto", "refill", "compact", "static"] = Field(
         "refill",
-        description="'refill' (exited texts leave the batch, waiting ones take their slots: ELBERT's GPU "
-        "method; also the better end-to-end choice on this CPU: bench/pipeline.py, FINSENT_ENGINE_MODE=compact vs "
-        "refill back to back), 'compact' (exited texts leave; a new batch starts when the last one is done), "
+        description="'refill' (exited texts leave the batch, waiting ones take their slots: the default, as it "
+        "keeps batches full), 'compact' (exited texts leave; a new batch starts when the last one is done), "
         "'static', or 'auto' = refill on GPU, compact on CPU",
     )
     engine_policy: Literal["deepest", "largest"] = Field(
-        "deepest",
+        DEFAULT_POLICY,
         description="which in-flight cohort the engine runs next: 'deepest' finishes started texts first (low "
-        "tail latency under a steady stream: bench/engine_latency.py); "
-        "'largest' makes each layer call as big as possible (a few % more throughput on a backlog)",
+        "tail latency under a steady stream); 'largest' makes each layer call as big as possible (more "
+        "throughput on a backlog)",
     )
 
     # --- aggregation
@@ -170,7 +210,4 @@ class Settings(BaseSettings):
             yield name, redact_url(value) if name == "redis_url" else value
 
     def topic(self, name: str) -> str:
-        return f"{self.namespace}{name}"
-
-    def key(self, name: str) -> str:
         return f"{self.namespace}{name}"

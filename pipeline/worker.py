@@ -1,28 +1,13 @@
 """The streaming driver: Kafka in -> parse -> dedupe -> link -> micro-batch -> engine -> aggregate
 -> Redis (commit point) + outbox -> Kafka out -> input offset commit.
 
-Why aiokafka and not faust
---------------------------
-``bench/faust_overhead.py --json`` consumed the same 20,000 input-sized messages (6 partitions,
-embedded Tansu broker, this 2-core machine while a training job used both cores), timed from
-the first record to the last, three runs:
-
-=====================  =================  ==============================================
-consumer               messages/s         per message
-=====================  =================  ==============================================
-aiokafka ``getmany``   375,000-660,000    ~2 us (batch poll, one manual commit per poll)
-faust agent            8,400-9,100        ~110 us (per-event ack/commit bookkeeping)
-faust ``stream.take``  8,300-8,800        ~115 us (batching does not remove it)
-=====================  =================  ==============================================
-
-faust alone would not cap throughput below 2x the engine (400-600 texts/s), so throughput is not
-the reason. The reasons are: (1) exactly-once needs the commit under our control -- an offset may
-be committed only after its document's Redis script succeeded and its outbox records were
-acknowledged by Kafka, while several batches are in flight; faust acks an event when the agent
-moves past it, and with concurrency > 1 commits past in-flight events (faust-streaming issue
-#606). (2) On a 2-core box, ~120 us of CPU per message is CPU the model does not get.
-(3) faust's extra machinery (leader topic, assignor, changelogs) buys nothing here. So the hot
-path is aiokafka: ``getmany`` batch polling, ``enable_auto_commit=False``, explicit commits.
+The worker owns the lifecycle (start, signals, shutdown deadlines, rebalances), fetching and the
+wiring; each message is processed by :mod:`pipeline.process`, applied by
+:mod:`pipeline.applier`, published by :mod:`pipeline.outbox`, and committed when
+:class:`pipeline.checkpoint.Checkpoint` allows it. The consumer is plain aiokafka (``getmany``,
+``enable_auto_commit=False``): exactly-once needs the commit under the pipeline's control while
+several batches are in flight, which a stream framework that acks each event as its agent moves
+past it does not give.
 
 Flow and back-pressure
 ----------------------
@@ -30,70 +15,53 @@ Five asyncio tasks share one event loop; the engine runs the model in its own th
 
     fetch ──> batcher ──> score (<= max_inflight_batches concurrent engine.predict calls)
       │                        │
-      └─ bad / duplicate_id ──>┴──> apply (one Lua script per round, pipeline/sinks.py)
-                                          └──> publish (produce, await acks) ──> done ──> commit
+      └─ bad / duplicate_id ──>┴──> apply (Checkpoint.apply: one commit script per round)
+                                          └──> publish (Checkpoint.publish: produce, acks) ──> commit
 
 * ``fetch`` polls only while fewer than ``max_outstanding`` messages are fetched-but-not-done,
   so a slow engine or an unreachable Redis/Kafka stops consumption instead of growing memory.
-* Every fetched offset is tracked (pipeline/offsets.py); the ``commit`` task commits per
-  partition the end of the contiguous done prefix, so a commit never passes a message in flight.
-* Redis or Kafka unavailable: every call retries with capped exponential backoff (sinks.retry);
-  nothing downstream of a failed step is marked done, so nothing unsent is ever committed.
+* Redis or Kafka unavailable: every call retries with capped exponential backoff
+  (:mod:`pipeline.retry`); nothing downstream of a failed step is done, so nothing unsent is
+  ever committed.
 * SIGTERM/SIGINT: stop fetching, drain what is in flight (bounded by ``drain_timeout_s``), commit,
-  close; the whole shutdown ends within ``settings.stop_timeout_s`` (a client step that overruns
-  is abandoned, not awaited), inside an orchestrator's grace period. A rebalance drains the
-  revoked partitions the same way before giving them up; work that cannot finish in time is
-  abandoned uncommitted (its outbox entries stay in Redis and the next owner recovers them
-  before it consumes).
+  close; the whole shutdown ends within ``stop_timeout_s`` (a client step that overruns is
+  abandoned, not awaited), inside an orchestrator's grace period. A rebalance drains the revoked
+  partitions the same way before giving them up; work that cannot finish in time is abandoned
+  uncommitted (its outbox entries stay in Redis and the next owner recovers them before it
+  consumes).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import faulthandler
 import io
 import logging
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.errors import KafkaError
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator
+from pipeline.applier import Applier, Rejected, Scored
 from pipeline.batcher import MicroBatcher
+from pipeline.checkpoint import Checkpoint, Job, Part
 from pipeline.connections import kafka_consumer, kafka_producer, redis_client
 from pipeline.infra import create_topics
+from pipeline.keys import Keys, text_hash
 from pipeline.linking import Linker, default_linker
-from pipeline.offsets import OffsetTracker, PartitionOffsets
-from pipeline.schemas import (
-    DeadLetter,
-    InputMessage,
-    ParseError,
-    ScoredDocument,
-    TickerLink,
-    parse_input,
-)
+from pipeline.outbox import OutboxPublisher
+from pipeline.process import DUPLICATE_ID, dedupe, document, duplicate_id_detail, link, parse
+from pipeline.retry import retry
+from pipeline.schemas import DeadLetter, InputMessage, ParseError, TickerLink
 from pipeline.settings import Settings, redact_url
-from pipeline.sinks import (
-    DEFAULT_DOC_TTL_S,
-    Applier,
-    Keys,
-    OutboxEntry,
-    OutboxPublisher,
-    Rejected,
-    Scored,
-    Work,
-    retry,
-    text_hash,
-)
 
 if TYPE_CHECKING:
     from models.engine import Engine
@@ -106,7 +74,6 @@ log = logging.getLogger(__name__)
 #: clients: a quarter, at most this.
 CLOSE_RESERVE_S = 10.0
 _APPLY_ROUND = 512  # most work items per apply script call
-_PUBLISH_ROUND = 2048  # most records per produce round
 
 
 def wall_ms() -> int:
@@ -118,24 +85,13 @@ def wall_ms() -> int:
 class _Msg:
     """A parsed input message on its way to the engine."""
 
-    part: PartitionOffsets[TopicPartition]
+    part: Part
     offset: int
     raw: bytes
     ingested_at: int
     msg: InputMessage
     hash: str
     links: list[TickerLink]
-
-
-@dataclass(slots=True)
-class _Job:
-    """A work item on its way to Redis and Kafka; ``part``/``offset`` identify the input message."""
-
-    part: PartitionOffsets[TopicPartition]
-    offset: int
-    work: Work
-    ingested_at: int
-    entries: list[OutboxEntry] | None = None
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -162,70 +118,33 @@ class Worker:
     """One streaming worker (a member of consumer group ``settings.group_id``).
 
     Args:
-        settings: topics, Redis URL, batching, aggregation, metrics port.
+        settings: everything tunable (topics, Redis, batching, the flow's limits, aggregation).
         engine: a model engine to share (tests); default: built from ``settings`` and closed
             at the end. A given engine is started if needed and left running.
-        session_timeout_ms: Kafka consumer session timeout (short in tests: a member that died
-            uncleanly blocks its group's rebalance until this expires).
-        max_outstanding: most fetched-but-not-done messages (back-pressure); default
-            ``16 * max_batch`` (deep enough that the engine is not starved while the sinks catch up).
-        max_inflight_batches: most micro-batches inside ``engine.predict`` at once.
-        commit_interval_s: how often done offsets are committed.
-        drain_timeout_s: how long shutdown and rebalances wait for in-flight work; a shutdown's
-            drain also leaves part of ``settings.stop_timeout_s`` to closing (``CLOSE_RESERVE_S``).
-        doc_ttl_s: how long document ids are remembered for de-duplication.
-        create_missing_topics: create the input and output topics if they do not exist.
-        clock: wall clock in epoch ms.
+        clock: wall clock in epoch ms (injected by tests).
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        engine: Engine | None = None,
-        session_timeout_ms: int = 10_000,
-        max_outstanding: int | None = None,
-        max_inflight_batches: int = 4,
-        commit_interval_s: float = 0.5,
-        drain_timeout_s: float = 30.0,
-        doc_ttl_s: int = DEFAULT_DOC_TTL_S,
-        create_missing_topics: bool = True,
-        clock: Callable[[], int] = wall_ms,
-    ) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, *, engine: Engine | None = None, clock: Callable[[], int] = wall_ms) -> None:
+        self.settings = s = settings
         self.engine = engine
         self._own_engine = engine is None
         # settings.tagger replaces it at start with a tagger-backed linker (pipeline.inference)
         self.linker: Linker = default_linker()
-        self.session_timeout_ms = session_timeout_ms
-        self.max_outstanding = max_outstanding or 16 * settings.max_batch
-        self.max_inflight_batches = max_inflight_batches
-        self.commit_interval_s = commit_interval_s
-        self.drain_timeout_s = drain_timeout_s
-        self.doc_ttl_s = doc_ttl_s
-        self.create_missing_topics = create_missing_topics
+        self.max_outstanding = s.max_outstanding or 16 * s.max_batch
         self.clock = clock
-
-        s = settings
         self.input_topics = {s.topic(s.news_topic): "news", s.topic(s.tweets_topic): "tweet"}
         self.documents_topic = s.topic(s.documents_topic)
         self.scores_topic = s.topic(s.scores_topic)
         self.dlq_topic = s.topic(s.dlq_topic)
         self.keys = Keys(s.namespace)
 
-        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self.batcher: MicroBatcher[_Msg] = MicroBatcher(s.max_batch, s.max_wait_ms)
         self.ready = asyncio.Event()  # set once partitions are assigned and recovered
         self.counts: dict[str, int] = {"applied": 0, "duplicates": 0, "dead_lettered": 0}
         self._stop = asyncio.Event()
-        self._room = asyncio.Event()  # set while outstanding < max_outstanding
         self._assigned = asyncio.Event()  # cleared while a rebalance revokes partitions
-        self._apply_q: asyncio.Queue[_Job] = asyncio.Queue()
-        self._publish_q: deque[_Job] = deque()
-        self._publish_wake = asyncio.Event()
-        self._publish_lock = asyncio.Lock()
-        self._commit_lock = asyncio.Lock()
-        self._batch_slots = asyncio.Semaphore(max_inflight_batches)
+        self._apply_q: asyncio.Queue[Job] = asyncio.Queue()
+        self._batch_slots = asyncio.Semaphore(s.max_inflight_batches)
         self._score_tasks: set[asyncio.Task[None]] = set()
         self._failed: BaseException | None = None
         self._stop_by = float("inf")  # monotonic deadline of the whole shutdown, once it has begun
@@ -235,6 +154,7 @@ class Worker:
         self._consumer: AIOKafkaConsumer | None = None
         self._publisher: OutboxPublisher | None = None
         self._applier: Applier | None = None
+        self._checkpoint: Checkpoint | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -245,23 +165,12 @@ class Worker:
     @property
     def outstanding(self) -> int:
         """Fetched messages not yet fully done (applied, published, ready to commit)."""
-        return self.tracker.outstanding
+        return self._checkpoint.outstanding if self._checkpoint is not None else 0
 
     async def drained(self) -> bool:
         """True when every message in the assigned partitions is done and committed and the
         outboxes are empty (the demo's ``--until-drained``)."""
-        consumer, redis, publisher = self._consumer, self._redis, self._publisher
-        if consumer is None or redis is None or publisher is None or not self.ready.is_set() or self.outstanding:
-            return False
-        assignment = sorted(consumer.assignment())
-        if not assignment:
-            return False
-        ends = await publisher.end_offsets(assignment)
-        for tp in assignment:
-            if ((await consumer.committed(tp)) or 0) < ends[tp]:
-                return False
-        lengths = await asyncio.gather(*(redis.xlen(self.keys.outbox(tp.topic, tp.partition)) for tp in assignment))
-        return not any(lengths)
+        return self._checkpoint is not None and self.ready.is_set() and await self._checkpoint.drained()
 
     async def run(self, *, handle_signals: bool = False) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``), then shut down
@@ -322,7 +231,7 @@ class Worker:
         self._redis = redis_client(s)
         await retry(self._redis.ping, f"Redis ping {redact_url(s.redis_url)}")
         all_topics = [*self.input_topics, self.documents_topic, self.scores_topic, self.dlq_topic]
-        if self.create_missing_topics:
+        if s.create_missing_topics:
             await retry(lambda: create_topics(s, all_topics, s.partitions), "create topics")
         self._producer = kafka_producer(s, enable_idempotence=False, acks="all", linger_ms=2)
         await retry(self._producer.start, f"Kafka producer start ({s.bootstrap})")
@@ -330,7 +239,7 @@ class Worker:
             self._producer, self._redis, s, [self.documents_topic, self.scores_topic, self.dlq_topic]
         )
         await self._publisher.start()
-        self._applier = Applier(
+        self._applier = applier = Applier(
             self._redis,
             self.keys,
             Aggregator(s.half_life_s, s.lateness_s),
@@ -339,7 +248,7 @@ class Worker:
             scores_topic=self.scores_topic,
             dlq_topic=self.dlq_topic,
             history_len=s.history_len,
-            doc_ttl_s=self.doc_ttl_s,
+            doc_ttl_s=s.doc_ttl_s,
             clock=self.clock,
         )
         if self.engine is None:
@@ -358,10 +267,13 @@ class Worker:
             group_id=s.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=max(100, s.session_timeout_ms // 3),
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             fetch_min_bytes=s.fetch_min_bytes,
+        )
+        self._checkpoint = Checkpoint(
+            self._consumer, applier, self._publisher, self.keys, max_outstanding=self.max_outstanding
         )
         self._consumer.subscribe(list(self.input_topics), listener=_Rebalance(self))
         await retry(self._consumer.start, f"Kafka consumer start ({s.bootstrap})")
@@ -372,12 +284,12 @@ class Worker:
         )  # fmt: skip
 
     async def _serve(self) -> None:
-        self._room.set()
+        assert self._checkpoint is not None
         tasks = {
             asyncio.create_task(self._fetch_loop(), name="fetch"),
             asyncio.create_task(self._batch_loop(), name="batch"),
             asyncio.create_task(self._apply_loop(), name="apply"),
-            asyncio.create_task(self._publish_loop(), name="publish"),
+            asyncio.create_task(self._checkpoint.publish(), name="publish"),
             asyncio.create_task(self._commit_loop(), name="commit"),
         }
         stopper = asyncio.create_task(self._stop.wait(), name="stop")
@@ -395,13 +307,13 @@ class Worker:
         await asyncio.gather(*tasks, stopper, *self._score_tasks, return_exceptions=True)
         # During a rebalance a commit can wait on the group; what it would have committed is
         # re-delivered to the next owner and de-duplicated, so shutdown need not hang on it.
-        await self._bounded(self._commit(), "final offset commit (the next owner re-reads and de-duplicates)")
+        await self._bounded(self._checkpoint.commit(), "final offset commit (the next owner re-reads and de-duplicates)")
 
     async def _drain(self, outstanding: Callable[[], int], why: str, until: float = float("inf")) -> bool:
         """Wait until ``outstanding()`` is 0 while the pipeline keeps running; at most
-        ``drain_timeout_s``, and never past ``until`` or the shutdown deadline (monotonic)."""
+        ``settings.drain_timeout_s``, and never past ``until`` or the shutdown deadline (monotonic)."""
         t0 = time.monotonic()
-        deadline = min(self._deadline(self.drain_timeout_s), until)
+        deadline = min(self._deadline(self.settings.drain_timeout_s), until)
         while outstanding() and self._failed is None:
             if time.monotonic() >= deadline:
                 log.warning("%s: %d messages still in flight after %.1fs; leaving them uncommitted "
@@ -453,52 +365,26 @@ class Worker:
     # ------------------------------------------------------------------ rebalances
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
-        parts = [p for tp in revoked if (p := self.tracker.get(tp)) is not None]
-        if not parts:
-            return
-        self._assigned.clear()  # fetching more for these partitions would only prolong the drain
-        drained = await self._drain(lambda: sum(p.outstanding for p in parts), f"revoking {len(parts)} partitions")
-        if drained:
-            await self._commit()
-        log.info("revoked %d partitions (%s)", len(parts), "drained and committed" if drained else "abandoned")
-        for tp in revoked:
-            self.tracker.revoke(tp)
-            with contextlib.suppress(KeyError):  # not ours any more: its lag is the new owner's to report
-                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
-        # No script call or produce for these partitions may outlive the revocation: wait for
-        # the ones running, and release the claims of abandoned records so that the next owner
-        # (maybe us, right after) recovers them. (The apply loop queues a call's records before
-        # it next yields, so once we hold the applier lock they are in the publish queue.)
-        assert self._applier is not None and self._publisher is not None
-        async with self._applier.lock, self._publish_lock:
-            abandoned = [j for j in self._publish_q if not j.part.active]
-            for j in abandoned:
-                self._publish_q.remove(j)
-                self._publisher.release(j.entries or ())
+        assert self._checkpoint is not None
+
+        async def drain(outstanding: Callable[[], int]) -> bool:
+            self._assigned.clear()  # fetching more for these partitions would only prolong the drain
+            return await self._drain(outstanding, f"revoking {len(revoked)} partitions")
+
+        await self._checkpoint.revoke(revoked, drain)
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
-        assert self._applier is not None and self._consumer is not None
-        for tp in assigned:
-            part = self.tracker.assign(tp)
-            committed = await self._consumer.committed(tp)
-            if committed is not None:
-                part.committed(committed)
-        # Before consuming: finish what earlier owners (or a crashed run of ours) left behind.
-        n = await self._applier.recover(self.keys.outbox(tp.topic, tp.partition) for tp in assigned)
+        assert self._checkpoint is not None
+        n = await self._checkpoint.assign(assigned)
         log.info("assigned %d partitions%s", len(assigned), f"; recovered {n} outbox entries" if n else "")
-        self._room.set()
         self._assigned.set()
         self.ready.set()
 
     # ------------------------------------------------------------------ the pipeline
 
-    def _done(self, part: PartitionOffsets[TopicPartition], offset: int) -> None:
-        part.done(offset)
-        if self.outstanding < self.max_outstanding:
-            self._room.set()
-
     async def _fetch_loop(self) -> None:
-        assert self._consumer is not None
+        assert self._consumer is not None and self._checkpoint is not None
+        room_event = self._checkpoint.room
         delay = 0.1
         while not self._stop.is_set():
             if not self._assigned.is_set():
@@ -506,8 +392,8 @@ class Worker:
                 continue
             room = self.max_outstanding - self.outstanding
             if room <= 0:
-                self._room.clear()
-                await self._room.wait()
+                room_event.clear()
+                await room_event.wait()
                 continue
             try:
                 batches = await self._poll(min(room, 1000))
@@ -544,23 +430,22 @@ class Worker:
 
     async def _ingest(self, batches: dict[TopicPartition, list[Any]]) -> None:
         """Track, parse and pre-dedupe one poll's records; hand them on."""
-        assert self._applier is not None
+        assert self._applier is not None and self._checkpoint is not None
         now = self.clock()
         fresh: list[_Msg] = []
         for tp, records in batches.items():
-            part = self.tracker.get(tp)
-            if part is None:  # revoked while the poll returned
-                continue
             kind = self.input_topics[tp.topic]
-            metrics.MESSAGES_IN.labels(tp.topic).inc(len(records))
             for r in records:
-                part.add(r.offset)
+                part = self._checkpoint.track(tp, r.offset)
+                if part is None:  # revoked while the poll returned
+                    break
+                metrics.MESSAGES_IN.labels(tp.topic).inc()
                 raw = r.value if r.value is not None else b""
                 # ingest time: the record's Kafka timestamp, unless it is in the future (a
                 # producer clock ahead of ours, or a producer that stamps event time)
                 ingested = r.timestamp if 0 < r.timestamp <= now else now
                 try:
-                    msg = parse_input(r.value, now_ms=now, default_kind=kind)  # type: ignore[arg-type]
+                    msg = parse(r.value, now, kind)  # type: ignore[arg-type]
                 except ParseError as exc:
                     self._reject(part, r.offset, raw, exc.reason, exc.detail, now, ingested)
                     continue
@@ -570,26 +455,26 @@ class Worker:
         fresh.sort(key=lambda m: m.msg.published_at)  # event-time order across partitions
         stored = await self._applier.seen([(m.msg.id, m.hash) for m in fresh])
         new = [m for m, h in zip(fresh, stored, strict=True) if h is None]
-        if self.linker.tagger is None:
-            links = [self.linker.link(m.msg) for m in new]
-        else:  # one tagger call for the poll, off the event loop (it runs a model)
-            links = await asyncio.to_thread(self.linker.link_many, [m.msg for m in new])
+        msgs = [m.msg for m in new]
+        # with a tagger, one tagger call for the poll, off the event loop (it runs a model)
+        links = link(self.linker, msgs) if self.linker.tagger is None else await asyncio.to_thread(link, self.linker, msgs)
         for m, m_links in zip(new, links, strict=True):
             m.links = m_links
         for m, h in zip(fresh, stored, strict=True):
-            if h is None:
+            seen = dedupe(h, m.hash)
+            if seen == "new":
                 self.batcher.put(m)
-            elif h == m.hash:
+            elif seen == "duplicate":
                 metrics.DUPLICATES.labels("precheck").inc()
                 self.counts["duplicates"] += 1
-                self._done(m.part, m.offset)
+                self._checkpoint.duplicate(m.part, m.offset)
             else:
-                detail = f"id {m.msg.id!r} was already applied with a different text"
-                self._reject(m.part, m.offset, m.raw, "duplicate_id", detail, now, m.ingested_at, m.msg.id)
+                self._reject(m.part, m.offset, m.raw, DUPLICATE_ID, duplicate_id_detail(m.msg.id), now,
+                             m.ingested_at, m.msg.id)
 
     def _reject(
         self,
-        part: PartitionOffsets[TopicPartition],
+        part: Part,
         offset: int,
         raw: bytes,
         reason: str,
@@ -600,7 +485,7 @@ class Worker:
     ) -> None:
         tp = part.tp
         dl = DeadLetter.from_error(raw, reason, detail, tp.topic, tp.partition, offset, failed_at=now, doc_id=doc_id)
-        self._apply_q.put_nowait(_Job(part, offset, Rejected(dl), ingested_at))
+        self._apply_q.put_nowait(Job(part, offset, Rejected(dl), ingested_at))
 
     async def _batch_loop(self) -> None:
         # Batches are scored concurrently, but each hands its documents to the aggregator only
@@ -641,30 +526,23 @@ class Worker:
             metrics.EXIT_LAYER.observe(p.exit_layer)
             tp = m.part.tp
             try:
-                doc = ScoredDocument.from_prediction(
-                    m.msg, m.links, label=p.label, probs=dict(zip(labels, p.probs, strict=True)),
-                    exit_layer=p.exit_layer, truncated=p.truncated, model_version=version,
-                    ingested_at=m.ingested_at, scored_at=now,
-                )  # fmt: skip
+                doc = document(m.msg, m.links, p, labels=labels, model_version=version, ingested_at=m.ingested_at,
+                               scored_at=now)
             except ValueError as exc:  # e.g. NaN probabilities: never let them reach the aggregates
                 self._reject(m.part, m.offset, m.raw, "internal", f"scoring: {exc}", now, m.ingested_at, m.msg.id)
                 continue
             work = Scored(doc, m.hash, m.raw, tp.topic, tp.partition, m.offset)
-            self._apply_q.put_nowait(_Job(m.part, m.offset, work, m.ingested_at))
+            self._apply_q.put_nowait(Job(m.part, m.offset, work, m.ingested_at))
 
     async def _apply_loop(self) -> None:
-        assert self._applier is not None
+        assert self._checkpoint is not None
         while True:
             jobs = [await self._apply_q.get()]
             while len(jobs) < _APPLY_ROUND and not self._apply_q.empty():
                 jobs.append(self._apply_q.get_nowait())
-            # work of a partition we no longer own is dropped unapplied: the new owner re-reads it
-            jobs = [j for j in jobs if j.part.active]
-            if not jobs:
-                continue
-            outcomes = await self._applier.apply([j.work for j in jobs])
+            applied = await self._checkpoint.apply(jobs)
             now = self.clock()
-            for j, o in zip(jobs, outcomes, strict=True):
+            for j, o in applied:
                 if o.status == "applied":
                     self.counts["applied"] += 1
                     assert o.doc is not None
@@ -676,71 +554,10 @@ class Worker:
                 if o.dead_letter is not None and o.status != "already_dead_lettered":
                     self.counts["dead_lettered"] += 1
                     metrics.DEAD_LETTERS.labels(o.dead_letter.reason).inc()
-                if o.entries:
-                    j.entries = o.entries
-                    self._publish_q.append(j)
-                    self._publish_wake.set()
-                else:
-                    self._done(j.part, j.offset)
-
-    async def _publish_loop(self) -> None:
-        assert self._publisher is not None
-        publisher = self._publisher
-        while True:
-            await self._publish_wake.wait()
-            self._publish_wake.clear()
-            while self._publish_q:
-                async with self._publish_lock:
-                    jobs: list[_Job] = []
-                    n = 0
-                    while self._publish_q and n < _PUBLISH_ROUND:
-                        j = self._publish_q.popleft()
-                        if not j.part.active:  # revoked: its records stay for the next owner
-                            publisher.release(j.entries or ())
-                            continue
-                        jobs.append(j)
-                        n += len(j.entries or ())
-                    entries = [e for j in jobs for e in j.entries or ()]
-                    await publisher.produce(entries)
-                    for j in jobs:
-                        self._done(j.part, j.offset)
-                    await publisher.delete(entries)
 
     async def _commit_loop(self) -> None:
+        assert self._checkpoint is not None
         while True:
-            await asyncio.sleep(self.commit_interval_s)
-            await self._commit()
-            self._update_lag()
-
-    async def _commit(self) -> None:
-        """Commit every partition's contiguous done prefix (never an offset still in flight)."""
-        consumer = self._consumer
-        if consumer is None:
-            return
-        async with self._commit_lock:
-            offsets = self.tracker.committable()
-            if not offsets:
-                return
-            try:
-                await consumer.commit(offsets)
-            except (CommitFailedError, IllegalStateError) as exc:
-                # a rebalance is under way: the revoke handler commits what is done
-                log.info("commit skipped during a rebalance (%r)", exc)
-                return
-            except KafkaError as exc:
-                metrics.RETRIES.labels("kafka commit").inc()
-                log.warning("offset commit failed (%r); will retry", exc)
-                return
-            for tp, offset in offsets.items():
-                part = self.tracker.get(tp)
-                if part is not None:
-                    part.committed(offset)
-
-    def _update_lag(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
-            return
-        for tp, part in list(self.tracker.partitions.items()):
-            high = consumer.highwater(tp)
-            if high is not None:
-                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(high - (part.last_committed or 0))
+            await asyncio.sleep(self.settings.commit_interval_s)
+            await self._checkpoint.commit()
+            self._checkpoint.update_lag()

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
-
-# Before anything imports huggingface_hub/transformers: tests must never reach the network.
-os.environ["HF_HUB_OFFLINE"] = "1"
-
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
+# First, before a test module imports transformers: tests must never reach the network.
+from models.backbone import hub_offline
 from pipeline.infra import (
     DEFAULT_REDIS_URL,
     EmbeddedBroker,
     delete_keys_with_prefix,
     redis_server,
 )
+
+hub_offline()  # already done by the import; explicit for subprocesses, which inherit os.environ
 
 
 @pytest.fixture(scope="session")

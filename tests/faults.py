@@ -51,10 +51,10 @@ from streaming_helpers import MALFORMED, T0, produce, read_topic, spawn_worker, 
 
 from pipeline.aggregate import recompute
 from pipeline.infra import EmbeddedBroker, create_topics, delete_keys_with_prefix, free_port, wait_for_port
+from pipeline.keys import Keys
 from pipeline.linking import MAX_LINKS
 from pipeline.schemas import MAX_TICKERS, DeadLetter, ScoredDocument, TickerScore
 from pipeline.settings import Settings
-from pipeline.sinks import Keys
 
 __all__ = ["HOSTILE", "SCENARIOS", "Env", "PrivateRedis", "build_fast_model"]
 

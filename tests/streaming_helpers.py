@@ -17,9 +17,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import RecordMetadata
 
+from pipeline.outbox import EFFECT_HEADER
 from pipeline.schemas import ScoredDocument, TickerLink
 from pipeline.settings import Settings
-from pipeline.sinks import EFFECT_HEADER
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -187,6 +187,43 @@ def test_duplicates_and_reused_ids_are_counted_not_applied(tmp_path: Path, engin
     assert not any(u.as_of == T0 + 3_600_000 for u in bt.updates)
 
 
+def test_worker_and_backtest_share_one_processing_step(tmp_path: Path, engine: object) -> None:
+    """Both modules call pipeline.process's functions (the very same objects), and the backtest's
+    updates are exactly those steps applied in event-time order."""
+    import pipeline.applier
+    import pipeline.backtest
+    import pipeline.worker
+    from pipeline import process
+    from pipeline.aggregate import Aggregator
+    from pipeline.inference import build_linker
+
+    for name in ("parse", "dedupe", "duplicate_id_detail", "link", "document"):
+        assert getattr(pipeline.worker, name) is getattr(pipeline.backtest, name) is getattr(process, name), name
+    assert pipeline.applier.fold is pipeline.backtest.fold is process.fold
+    assert pipeline.applier.duplicate_id_detail is process.duplicate_id_detail
+
+    records = feed_records_json(24)
+    reused = dict(records[4], text=records[4]["text"] + " (edited)", published_at=rfc3339(T0 + 3_600_000))
+    path = write_feed(tmp_path / "feed.jsonl", [*records, reused], shuffle=None)  # ties keep file order
+    bt = backtest_file(path, engine)
+    assert [d for _, d in bt.report.duplicate_ids] == [process.duplicate_id_detail(reused["id"])]
+
+    now = time.time_ns() // 1_000_000
+    msgs = sorted((process.parse(orjson.dumps(r), now, r["kind"]) for r in records), key=lambda m: m.published_at)
+    assert {process.dedupe(None, process.text_hash(m.text)) for m in msgs} == {"new"}
+    assert process.dedupe(process.text_hash(msgs[0].text), process.text_hash("other")) == "duplicate_id"
+    links = process.link(build_linker(Settings()), msgs)
+    preds = engine.predict_texts([m.text for m in msgs])  # type: ignore[attr-defined]
+    labels, version = engine.model.labels, engine.model.config.version  # type: ignore[attr-defined]
+    agg = Aggregator(Settings().half_life_s, Settings().lateness_s)
+    want = []
+    for m, m_links, p in zip(msgs, links, preds, strict=True):
+        doc = process.document(m, m_links, p, labels=labels, model_version=version, ingested_at=now, scored_at=now)
+        want.extend(process.fold(agg, doc, doc.published_at).updates)
+    want.sort(key=lambda u: (u.as_of, u.symbol, u.seq))
+    assert_same_updates([live_row(u) for u in bt.updates], [live_row(u) for u in want])
+
+
 def test_cli_reports_bad_lines_and_writes_csv_parquet_and_plot(tmp_path: Path, engine: object) -> None:
     pa = pytest.importorskip("pyarrow.parquet")
     records = feed_records_json(30)
@@ -252,7 +289,7 @@ def test_backtest_equals_what_the_worker_publishes(
     async def live() -> list[TickerScore]:
         topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
         await create_topics(s.bootstrap, topics, s.partitions)  # 2 partitions: --single-partition must cope
-        worker = Worker(s, engine=engine, session_timeout_ms=6000)  # type: ignore[arg-type]
+        worker = Worker(s.model_copy(update={"session_timeout_ms": 6000}), engine=engine)  # type: ignore[arg-type]
         task = asyncio.create_task(worker.run())
         try:
             # replay while the worker runs, so it sees the feed in several polls and batches
@@ -328,7 +365,7 @@ def test_worker_applies_batches_in_fetch_order_even_when_scored_out_of_order(
             await asyncio.gather(*futures)
         finally:
             await producer.stop()
-        worker = Worker(s, engine=_SlowFirstEngine(), session_timeout_ms=6000)  # type: ignore[arg-type]
+        worker = Worker(s.model_copy(update={"session_timeout_ms": 6000}), engine=_SlowFirstEngine())  # type: ignore[arg-type]
         task = asyncio.create_task(worker.run())
         t0 = time.monotonic()
         try:

@@ -105,3 +105,37 @@ def test_ctrl_c_while_the_worker_waits_for_kafka_exits_130_at_once() -> None:
     assert proc.returncode == 130, err
     assert _lines(err) == ["interrupted while waiting for Kafka and Redis"], err
     assert "Traceback" not in out + err
+
+
+def test_score_and_link_reject_a_blank_text_like_the_worker_and_go_on() -> None:
+    # the texts go through the worker's parse step (pipeline.process.message): a blank text gets
+    # the dead-letter reason the pipeline would give it, the others are answered, exit 1
+    import orjson
+
+    for command in ("score", "link"):
+        proc = _finsent(command, "$AAPL beats estimates", " \u200b ", "Tesla shares slump")
+        assert proc.returncode == 1, proc.stderr
+        rows = [orjson.loads(line) for line in _lines(proc.stdout)]
+        assert [r.get("error") for r in rows] == [None, "empty_text", None], rows
+        assert all(("label" in r) if command == "score" else ("links" in r) for r in (rows[0], rows[2]))
+        assert _lines(proc.stderr) == ['error: 1 of 3 texts rejected (text 2): see their "error"']
+
+
+def test_link_answers_for_the_text_the_worker_would_link() -> None:
+    # a zero-width space and a right-to-left mark are removed by the parse step, as in the
+    # worker; the spans index the printed (normalised) text
+    import orjson
+
+    from pipeline import process
+    from pipeline.linking import Linker
+    from pipeline.universe import load_universe
+
+    text = "Shares of \u200bApple jump; $MSFT\u200f slips"
+    (row,) = [orjson.loads(line) for line in _lines(_finsent("link", text).stdout)]
+    msg = process.message(text, doc_id="x", now_ms=1_710_424_800_000)
+    assert row["text"] == msg.text != text
+    (links,) = process.link(Linker(load_universe(None), None), [msg])
+    assert [(r["symbol"], tuple(r["span"])) for r in row["links"]] == [(t.symbol, t.span) for t in links]
+    assert {r["symbol"] for r in row["links"]} == {"AAPL", "MSFT"}
+    for r in row["links"]:
+        assert row["text"][r["span"][0]:r["span"][1]] in ("Apple", "$MSFT")

@@ -1,6 +1,6 @@
 """pipeline.client against the real Redis and the embedded broker.
 
-The data is written by the pipeline's own commit point (``pipeline.sinks.Applier`` and the
+The data is written by the pipeline's own commit point (``pipeline.applier.Applier`` and the
 outbox publisher, as the worker uses them) under the test's namespace, so the client is tested
 on exactly what the worker writes: the ``finsent:ticker:{SYMBOL}`` hash, the history sorted set,
 the ``finsent:updates`` channel and the ``finsent.ticker-scores`` topic.
@@ -22,11 +22,13 @@ from aiokafka import AIOKafkaProducer
 from streaming_helpers import T0, scored_doc
 
 from pipeline.aggregate import Aggregator
+from pipeline.applier import Applier, Scored
 from pipeline.client import AsyncSentimentClient, SentimentClient, listen, subscribe
 from pipeline.infra import EmbeddedBroker, create_topics
+from pipeline.keys import Keys, text_hash
+from pipeline.outbox import OutboxPublisher
 from pipeline.schemas import TickerScore, epoch_ms
 from pipeline.settings import Settings
-from pipeline.sinks import Applier, Keys, OutboxPublisher, Scored, text_hash
 
 MINUTE = 60_000
 WAIT_S = 30
@@ -35,6 +37,15 @@ WAIT_S = 30
 def test_client_imports_without_torch() -> None:
     code = "import sys, pipeline.client; assert 'torch' not in sys.modules, 'torch was imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_client_import_loads_none_of_the_worker() -> None:
+    """A bot's process gets the key schema, not the aggregator, the metrics or the worker."""
+    code = "import pipeline.client, sys; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
+    assert "pipeline.keys" in loaded
+    heavy = {"pipeline.aggregate", "pipeline.metrics", "pipeline.worker", "torch", "prometheus_client"}
+    assert not heavy & loaded, sorted(heavy & loaded)
 
 
 def test_ticker_score_reads_back_from_redis_hash_fields() -> None:

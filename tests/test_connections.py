@@ -130,7 +130,7 @@ def test_insecure_or_inconsistent_settings_are_rejected(certs: Certs, kw: dict[s
 
 
 def test_namespace_prefixes_topics_and_keys() -> None:
-    from pipeline.sinks import Keys
+    from pipeline.keys import Keys
 
     s = Settings(namespace="staging.")
     assert s.topic(s.news_topic) == "staging.news.raw"
@@ -271,7 +271,7 @@ def test_worker_over_tls_redis_logs_no_secret(
             await producer.send_and_wait(s.topic(s.news_topic), orjson.dumps(doc), key=doc["id"].encode())
         finally:
             await producer.stop()
-        worker = Worker(s, session_timeout_ms=6000)
+        worker = Worker(s.model_copy(update={"session_timeout_ms": 6000}))
         task = asyncio.create_task(worker.run())
         try:
             await wait_drained(worker, task, 120)

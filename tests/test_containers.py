@@ -17,8 +17,8 @@ from pipeline.connections import redis_sync_client
 from pipeline.demo import SAMPLE_FEED
 from pipeline.feed import produce_feed, read_feed
 from pipeline.infra import create_topics
+from pipeline.keys import Keys
 from pipeline.settings import Settings
-from pipeline.sinks import Keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,7 +63,7 @@ def test_worker_end_to_end_on_real_kafka_and_redis(containers: tuple[str, str]) 
         await create_topics(s, topics, s.partitions)
         report = await produce_feed(s, SAMPLE_FEED)
         assert sum(report.sent.values()) == len(valid)
-        worker = Worker(s, session_timeout_ms=10_000)
+        worker = Worker(s)  # the default session timeout, 10 s
         task = asyncio.create_task(worker.run())
         try:
             await wait_drained(worker, task, 300)

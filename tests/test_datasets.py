@@ -20,9 +20,9 @@ from models.datasets import (
     read_labelled_csv,
     resolve_data,
 )
-from models.silver import SOURCES
 from pipeline.cli import app
 from pipeline.settings import Settings
+from pipeline.silver import SOURCES
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CSV = "text,label\nNvidia beats estimates and raises guidance,positive\nBoeing shares sink,negative\n"
@@ -231,7 +231,7 @@ def test_registry_matches_the_real_data_folder(real_data_dir):
 
 
 def test_a_missing_silver_source_says_where_to_get_it(tmp_path):
-    from models.silver import read_sources
+    from pipeline.silver import read_sources
 
     with pytest.raises(FileNotFoundError) as err:
         read_sources(tmp_path)  # the first source, TFNS train, is missing

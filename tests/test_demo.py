@@ -15,8 +15,8 @@ import redis
 from rich.console import Console
 
 from pipeline.demo import _example_symbol, _print_where
+from pipeline.keys import Keys
 from pipeline.settings import Settings
-from pipeline.sinks import Keys
 
 
 @pytest.mark.integration

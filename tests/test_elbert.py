@@ -134,7 +134,7 @@ def test_train_loop_runs_and_keeps_the_best_epoch():
 
 
 def test_calibrated_score_is_the_score_after_tuning_the_biases():
-    from models.train import calibrated_score
+    from models.calibration import calibrated_score
 
     gold = torch.tensor([0] * 30 + [1] * 70)
     p = torch.zeros(100, 3)
@@ -352,7 +352,7 @@ def test_class_weights_favour_rare_classes():
 
 
 def test_logit_bias_is_tuned_on_dev_and_survives_save_load(tmp_path):
-    from models.train import tune_logit_bias
+    from models.calibration import tune_logit_bias
 
     # Exit probabilities that under-predict class 0: it is the true class but always loses to 1.
     gold = torch.tensor([0] * 30 + [1] * 70)

@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tinymodels import borderline, exit_probs_one, random_ids, tiny_classifier
 
-from models.engine import EarlyExitEngine, EnginePool, reference_predict
+from models.engine import EarlyExitEngine, reference_predict
 from models.exits import ConfidenceWindow, Entropy, FullDepth, MaxProb, Patience
+from models.pool import EnginePool
 
 MODELS = {(kind, shared): tiny_classifier(kind, layers=4, seed=3, shared_head=shared)
           for kind in ("bert", "albert") for shared in (False, True)}

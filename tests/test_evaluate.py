@@ -49,7 +49,7 @@ def test_evaluate_reports_intervals_and_f1_per_class() -> None:
 
 
 def test_macro_f1_equals_sklearn_even_with_a_class_never_predicted() -> None:
-    from models.train import macro_f1
+    from models.scoring import macro_f1
 
     for seed in range(5):
         pred, gold = _noisy(200, 0.6, seed)

@@ -1,4 +1,4 @@
-"""Silver NER labels (models.silver): hand-made texts -> expected tags, sources, the file round trip,
+"""Silver NER labels (pipeline.silver): hand-made texts -> expected tags, sources, the file round trip,
 and that ignore tags reach training as -100."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from models.conll import IGNORE_TAG, META_SUFFIX, read_conll
 from models.datasets import DataError
-from models.silver import SilverLabeller, SilverText, build_silver, common_words, read_sources, write_silver
+from pipeline.silver import SilverLabeller, SilverText, build_silver, common_words, read_sources, write_silver
 
 X = IGNORE_TAG
 
@@ -235,7 +235,7 @@ def _fake_wordnet(root):
 
 
 def test_wordnet_senses_of_ambiguous_words(tmp_path):
-    from models.silver import wordnet_sentences
+    from pipeline.silver import wordnet_sentences
 
     _fake_wordnet(tmp_path / "wn")
     sents, counts = wordnet_sentences(tmp_path / "wn", {"amazon", "ford", "apple", "target"}, mentions=1)

@@ -1,4 +1,4 @@
-"""pipeline.sinks against a real Redis and the embedded broker: the commit point and the outbox.
+"""pipeline.applier and pipeline.outbox against a real Redis and the embedded broker: the commit point and the outbox.
 
 Covers the crash windows of the exactly-once design directly: re-application (``dup``), a
 different text under a known id, stale caches (optimistic concurrency, including a stale seq
@@ -21,9 +21,11 @@ from streaming_helpers import T0, read_topic, scored_doc
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, recompute_states
+from pipeline.applier import Applier, Rejected, Scored
 from pipeline.infra import EmbeddedBroker, create_topics
+from pipeline.keys import Keys, text_hash
+from pipeline.outbox import OutboxPublisher
 from pipeline.schemas import DeadLetter, ScoredDocument, TickerScore
-from pipeline.sinks import Applier, Keys, OutboxPublisher, Rejected, Scored, text_hash
 
 pytestmark = pytest.mark.integration
 

@@ -38,9 +38,9 @@ from streaming_helpers import (
 
 from pipeline.aggregate import recompute, recompute_states
 from pipeline.infra import EmbeddedBroker, create_topics, delete_keys_with_prefix
+from pipeline.keys import Keys
 from pipeline.schemas import DeadLetter, ScoredDocument, TickerScore
 from pipeline.settings import Settings
-from pipeline.sinks import Keys
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -158,7 +158,7 @@ def mixed_run(broker: EmbeddedBroker, redis_server_url: str, engine: object) -> 
         topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
         await create_topics(s.bootstrap, topics, s.partitions)
         await produce(s, messages)
-        worker = Worker(s, engine=engine, session_timeout_ms=6000)  # type: ignore[arg-type]
+        worker = Worker(s.model_copy(update={"session_timeout_ms": 6000}), engine=engine)  # type: ignore[arg-type]
         t0 = time.monotonic()
         task = asyncio.create_task(worker.run())
         try:
@@ -255,7 +255,7 @@ def _num(v: bytes) -> object:
 
 def _stored_states(s: Settings, symbols: list[str]) -> dict:
     from pipeline.aggregate import Aggregator
-    from pipeline.sinks import Applier
+    from pipeline.applier import Applier
 
     async def load() -> dict:
         import redis.asyncio as aioredis
@@ -366,8 +366,8 @@ def test_second_worker_joining_rebalances_without_loss_or_duplicates(
         topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
         await create_topics(s.bootstrap, topics, s.partitions)
         await produce(s, first)
-        a = Worker(s, engine=engine, session_timeout_ms=6000)  # type: ignore[arg-type]
-        b = Worker(s, engine=engine, session_timeout_ms=6000)  # type: ignore[arg-type]
+        a = Worker(s.model_copy(update={"session_timeout_ms": 6000}), engine=engine)  # type: ignore[arg-type]
+        b = Worker(s.model_copy(update={"session_timeout_ms": 6000}), engine=engine)  # type: ignore[arg-type]
         ta = asyncio.create_task(a.run())
         tb: asyncio.Task[None] | None = None
         try:
@@ -413,7 +413,7 @@ def test_a_client_stuck_in_its_stop_cannot_hold_the_shutdown_past_its_deadline(
         topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
         await create_topics(s.bootstrap, topics, s.partitions)
         await produce(s, [valid_message(i, "stuck") for i in range(20)])
-        worker = Worker(s, engine=engine, session_timeout_ms=6000)  # type: ignore[arg-type]
+        worker = Worker(s.model_copy(update={"session_timeout_ms": 6000}), engine=engine)  # type: ignore[arg-type]
         task = asyncio.create_task(worker.run())
         await wait_drained(worker, task, 120, applied_at_least=20)
         release = asyncio.Event()

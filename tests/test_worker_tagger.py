@@ -45,7 +45,7 @@ def test_worker_links_ambiguous_names_with_the_tagger(broker: EmbeddedBroker, re
         await create_topics(s.bootstrap, topics, s.partitions)
         await produce(s, messages)
         engine = build_engine(s).start()
-        worker = Worker(s, engine=engine, session_timeout_ms=6000)
+        worker = Worker(s.model_copy(update={"session_timeout_ms": 6000}), engine=engine)
         task = asyncio.create_task(worker.run())
         try:
             await wait_drained(worker, task, 120)

@@ -13,7 +13,7 @@
 # comparing OUT/eval-test.json with the shipped one.
 #
 # 1. `finsent silver-ner` labels TFNS train, Financial PhraseBank, SemEval-2017 Task 5 and FiQA 2018
-#    with the linker's strong evidence (models/silver.py) and adds the WordNet senses of the
+#    with the linker's strong evidence (pipeline/silver.py) and adds the WordNet senses of the
 #    ambiguous names, into runs/silver/ (generated, not in git). Needs WordNet 3.0:
 #    `apt-get install wordnet-base` (or WORDNET=/path/to/dict). The linking gold set is excluded;
 #    TFNS validation is never read.

@@ -1,0 +1,107 @@
+-- finsent's commit point: applies a round of work items atomically (see pipeline/applier.py).
+--
+-- ARGV layout (all strings):
+--   prefix, history_len, doc_ttl_s, n_fields, field_1..field_n, n_items, items...
+-- item "D" (document): doc_id, text_hash, n_ticks, n_late, n_entries, stream,
+--   ticks: symbol, expected_seq, as_of, num, den, seq, last_doc_id, model_version,
+--          event_t, event_member, prune_cutoff, history_score, ticker_score_json, field values...
+--   late symbols (the document was late for them: checked against this call's failures only)
+--   entries: effect_id, topic, partition, key, value, scan_from
+-- item "L" (dead letter): guard_suffix, stream, message fingerprint, one entry
+-- Returns per item {status, entry ids...}; status: ok | dup | dupid | conflict.
+local P = ARGV[1]
+local hist_len = tonumber(ARGV[2])
+local ttl = ARGV[3]
+local nf = tonumber(ARGV[4])
+local fields = {}
+for i = 1, nf do fields[i] = ARGV[4 + i] end
+local pos = 5 + nf
+local nitems = tonumber(ARGV[pos])
+pos = pos + 1
+local tick_size = 13 + nf
+local tainted = {}
+local out = {}
+
+local function xadd(stream, i)
+  return redis.call('XADD', stream, '*', 'e', ARGV[i], 't', ARGV[i + 1], 'p', ARGV[i + 2],
+                    'k', ARGV[i + 3], 'v', ARGV[i + 4], 'o', ARGV[i + 5])
+end
+
+for it = 1, nitems do
+  local kind = ARGV[pos]
+  if kind == 'D' then
+    local doc_key = P .. 'doc:' .. ARGV[pos + 1]
+    local hash = ARGV[pos + 2]
+    local nt = tonumber(ARGV[pos + 3])
+    local nl = tonumber(ARGV[pos + 4])
+    local ne = tonumber(ARGV[pos + 5])
+    local stream = ARGV[pos + 6]
+    local tpos = pos + 7
+    local lpos = tpos + nt * tick_size
+    local epos = lpos + nl
+    local status = 'ok'
+    local stored = redis.call('GET', doc_key)
+    if stored then
+      if stored == hash then status = 'dup' else status = 'dupid' end
+    else
+      for t = 0, nt - 1 do
+        local b = tpos + t * tick_size
+        local sym = ARGV[b]
+        if tainted[sym] then status = 'conflict' break end
+        local cur = tonumber(redis.call('HGET', P .. 'state:' .. sym, 'seq') or '0')
+        if cur ~= tonumber(ARGV[b + 1]) then status = 'conflict' break end
+      end
+      -- "late" was decided on the cached state, which a failed earlier item may have advanced
+      for l = 0, nl - 1 do
+        if tainted[ARGV[lpos + l]] then status = 'conflict' break end
+      end
+    end
+    if status == 'ok' then
+      for t = 0, nt - 1 do
+        local b = tpos + t * tick_size
+        local sym = ARGV[b]
+        local sk = P .. 'state:' .. sym
+        redis.call('HSET', sk, 'symbol', sym, 'as_of', ARGV[b + 2], 'num', ARGV[b + 3], 'den', ARGV[b + 4],
+                   'seq', ARGV[b + 5], 'last_doc_id', ARGV[b + 6], 'model_version', ARGV[b + 7])
+        redis.call('ZADD', sk .. ':events', ARGV[b + 8], ARGV[b + 9])
+        redis.call('ZREMRANGEBYSCORE', sk .. ':events', '-inf', '(' .. ARGV[b + 10])
+        local hk = P .. 'ticker:' .. sym
+        local hv = {}
+        for f = 1, nf do
+          hv[2 * f - 1] = fields[f]
+          hv[2 * f] = ARGV[b + 12 + f]
+        end
+        redis.call('HSET', hk, unpack(hv))
+        redis.call('ZADD', hk .. ':history', ARGV[b + 11], ARGV[b + 12])
+        redis.call('ZREMRANGEBYRANK', hk .. ':history', 0, -hist_len - 1)
+        redis.call('SADD', P .. 'tickers', sym)
+        redis.call('PUBLISH', P .. 'updates', ARGV[b + 12])
+      end
+      redis.call('SET', doc_key, hash, 'EX', ttl)
+      redis.call('INCR', P .. 'applied')
+      local res = {'ok'}
+      for e = 0, ne - 1 do res[#res + 1] = xadd(stream, epos + 6 * e) end
+      out[it] = res
+    else
+      -- this call's later items must not build on a state this item did not write
+      for t = 0, nt - 1 do tainted[ARGV[tpos + t * tick_size]] = true end
+      out[it] = {status}
+    end
+    pos = epos + 6 * ne
+  elseif kind == 'L' then
+    local stream = ARGV[pos + 2]
+    local guard = P .. ARGV[pos + 1]
+    local seen = redis.call('GET', guard)
+    -- '1': a guard written before guards held the message's fingerprint
+    if seen == ARGV[pos + 3] or seen == '1' then
+      out[it] = {'dup'}
+    else
+      redis.call('SET', guard, ARGV[pos + 3], 'EX', ttl)
+      out[it] = {'ok', xadd(stream, pos + 4)}
+    end
+    pos = pos + 10
+  else
+    return redis.error_reply('finsent apply: unknown item kind ' .. tostring(kind))
+  end
+end
+return out

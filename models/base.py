@@ -14,6 +14,7 @@ An artifact directory, a few MB in all:
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -100,7 +101,11 @@ class EarlyExitModel(nn.Module):
         if (path / "adapter").is_dir():
             from peft import PeftModel
 
-            peft_model = PeftModel.from_pretrained(backbone.model, str(path / "adapter"))
+            with warnings.catch_warnings():
+                # peft asks transformers >= 5.2x for a deprecated property while loading; nothing
+                # of ours to change, and every `finsent score` printed it
+                warnings.filterwarnings("ignore", r"`is_gradient_checkpointing` is deprecated", FutureWarning)
+                peft_model = PeftModel.from_pretrained(backbone.model, str(path / "adapter"))
             backbone.model = peft_model.merge_and_unload() if merge else peft_model
         model = cls(backbone, config, tokenizer)  # type: ignore[call-arg]
         model.heads.load_state_dict(load_file(str(path / "heads.safetensors")))

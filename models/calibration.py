@@ -46,18 +46,42 @@ def tune_logit_bias(all_probs: torch.Tensor, gold: torch.Tensor, grid: np.ndarra
     return out
 
 
+TEMPERATURE_GRID = np.round(np.exp(np.linspace(np.log(0.25), np.log(8.0), 141)), 4)
+
+
+def tune_temperature(all_probs: torch.Tensor, gold: torch.Tensor, grid: np.ndarray = TEMPERATURE_GRID) -> torch.Tensor:
+    """Per exit, the temperature minimising dev negative log-likelihood (Guo et al. 2017). -> [L].
+
+    all_probs [L, N, C] are the exits' probabilities as the model gives them now (biases
+    included); dividing their logits by T keeps every argmax and changes only confidence.
+    """
+    logp = all_probs.clamp_min(1e-12).log().double()  # logits up to a per-row constant
+    y = gold.long()
+    out = torch.ones(all_probs.shape[0])
+    for layer in range(all_probs.shape[0]):
+        nll = [float(-torch.log_softmax(logp[layer] / t, -1)[torch.arange(len(y)), y].mean()) for t in grid]
+        out[layer] = float(grid[int(np.argmin(nll))])
+    return out
+
+
 def calibrated_score(probs: torch.Tensor, gold: torch.Tensor) -> float:
     """Accuracy + macro-F1 of probs [N, C] against gold [N] after ``tune_logit_bias`` on the same data."""
     bias = tune_logit_bias(probs[None], gold)[0]
     return decision_score((probs.clamp_min(1e-12).log() + bias).argmax(-1).numpy(), gold.numpy(), probs.shape[-1])
 
 
-def calibrate(model: ElbertClassifier, dev: LabelledTexts, rule_max_loss: float) -> dict[str, Any]:
-    """Post-training, on dev only: logit biases per exit, then the default exit rule."""
+def calibrate(model: ElbertClassifier, dev: LabelledTexts, rule_max_loss: float,
+              temperature: bool = False) -> dict[str, Any]:
+    """Post-training, on dev only: logit biases per exit, then (``temperature``) a temperature
+    per exit, then the default exit rule, chosen on the calibrated exits."""
     dev_ids, _ = model.encode(dev.texts)
     device = str(next(model.parameters()).device)
-    model.set_logit_bias(tune_logit_bias(exit_probabilities(model, dev_ids, device=device), torch.tensor(dev.labels)))
+    gold = torch.tensor(dev.labels)
+    model.set_logit_bias(tune_logit_bias(exit_probabilities(model, dev_ids, device=device), gold))
+    if temperature:
+        model.set_temperature(tune_temperature(exit_probabilities(model, dev_ids, device=device), gold))
     dev_report = evaluate(model, dev)
     model.config.default_rule = choose_default_rule(dev_report, rule_max_loss)
     return {"dev_full_accuracy": dev_report["accuracy"], "dev_macro_f1": dev_report["macro_f1"],
-            "logit_bias": model.config.logit_bias, "default_rule": model.config.default_rule}
+            "logit_bias": model.config.logit_bias, "temperature": model.config.temperature,
+            "dev_ece_per_exit": dev_report["ece_per_exit"], "default_rule": model.config.default_rule}

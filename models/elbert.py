@@ -27,6 +27,7 @@ from torch import nn
 
 from models.backbone import DEFAULT_BACKBONE, Backbone, additive_mask
 from models.base import EarlyExitModel
+from models.text import NORMALIZATION, normalize
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -50,6 +51,14 @@ class ElbertConfig:
     # Per-exit additive logit bias [L][C], tuned on dev after training (None: no bias). Shifts
     # decisions towards the minority classes, which the joint loss under-predicts.
     logit_bias: list[list[float]] | None = None
+    # Per-exit temperature [L], fitted on dev after the biases (None: 1). Scaling leaves every
+    # exit's argmax alone and makes its confidence honest, which is what confidence-based exit
+    # rules (CWB) read.
+    temperature: list[float] | None = None
+    # Text normalisation applied before tokenising (models/text.py): "finsent-v1" turns emoji
+    # into words; None for models trained on raw text. Recorded with the model, so training and
+    # every inference path read the same text.
+    text_normalization: str | None = None
     version: str = "untrained"
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -68,11 +77,20 @@ class ElbertClassifier(EarlyExitModel):
         super().__init__(backbone, config, tokenizer, 1 if config.shared_head else backbone.num_layers)
         bias = torch.tensor(config.logit_bias) if config.logit_bias else torch.zeros(self.num_layers, len(self.labels))
         self.register_buffer("logit_bias", bias.float(), persistent=False)
+        temp = torch.tensor(config.temperature) if config.temperature else torch.ones(self.num_layers)
+        self.register_buffer("inv_temperature", 1.0 / temp.float(), persistent=False)
+        if config.text_normalization not in (None, NORMALIZATION):
+            raise ValueError(f"unknown text_normalization {config.text_normalization!r} (this version: {NORMALIZATION!r})")
 
     def set_logit_bias(self, bias: torch.Tensor) -> None:
         """bias [L, C]: added to each exit's logits (calibration; stored in config.json)."""
         self.config.logit_bias = [[round(float(v), 4) for v in row] for row in bias]
         self.logit_bias.copy_(torch.tensor(self.config.logit_bias))
+
+    def set_temperature(self, temperature: torch.Tensor) -> None:
+        """temperature [L]: each exit's (biased) logits are divided by it (stored in config.json)."""
+        self.config.temperature = [round(float(v), 4) for v in temperature]
+        self.inv_temperature.copy_(1.0 / torch.tensor(self.config.temperature))
 
     # ----------------------------------------------------------------- forward pieces
     def head_index(self, depth: int) -> int:
@@ -90,13 +108,15 @@ class ElbertClassifier(EarlyExitModel):
         """Logits [B, C] of the exit after layer ``depth`` (an int, or a [B] tensor of 1-based depths)."""
         pooled = self.dropout(self.pool(hidden, attention_mask))
         if isinstance(depth, int):
-            return self.heads[self.head_index(depth)](pooled) + self.logit_bias[depth - 1].to(pooled.dtype)
+            logits = self.heads[self.head_index(depth)](pooled) + self.logit_bias[depth - 1].to(pooled.dtype)
+            return logits * self.inv_temperature[depth - 1].to(pooled.dtype)
         calib = self.logit_bias[depth - 1].to(pooled.dtype)  # [B, C]
+        scale = self.inv_temperature[depth - 1].to(pooled.dtype).unsqueeze(-1)  # [B, 1]
         if self.config.shared_head:
-            return self.heads[0](pooled) + calib
+            return (self.heads[0](pooled) + calib) * scale
         weight = torch.stack([h.weight for h in self.heads])[depth - 1]  # [B, C, H]
         bias = torch.stack([h.bias for h in self.heads])[depth - 1]  # [B, C]
-        return torch.einsum("bh,bch->bc", pooled, weight) + bias + calib
+        return (torch.einsum("bh,bch->bc", pooled, weight) + bias + calib) * scale
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Training forward: logits of every exit, [L, B, C]."""
@@ -113,6 +133,8 @@ class ElbertClassifier(EarlyExitModel):
         """Token ids per text (truncated to ``max_length``) and whether each one was truncated."""
         if self.tokenizer is None:
             raise RuntimeError("this classifier has no tokenizer")
+        if self.config.text_normalization == NORMALIZATION:
+            texts = [normalize(t) for t in texts]
         raw = self._raw_tokenizer()
         if raw is not None:
             enc = [e.ids for e in raw.encode_batch(list(texts), add_special_tokens=True)]

@@ -18,7 +18,7 @@ from sklearn.metrics import f1_score
 from models.datasets import LabelledTexts
 from models.elbert import ElbertClassifier
 from models.exits import ExitRule, default_sweep, make_rule, simulate
-from models.scoring import exit_probabilities, macro_f1
+from models.scoring import exit_probabilities, expected_calibration_error, macro_f1
 
 COST_POINTS = (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)
 
@@ -166,11 +166,21 @@ def evaluate(model: ElbertClassifier, data: LabelledTexts, rules: list[ExitRule]
     per_class = f1_score(gold.numpy(), pred.numpy(), average=None, labels=[0, 1, 2], zero_division=0)
     rows = rule_rows(all_probs, gold, rules or default_sweep(model.num_layers))
     per_exit = [_metrics(all_probs[i].argmax(-1), gold)[0] for i in range(model.num_layers)]
+    conf = all_probs.max(-1).values  # [L, N]
+    right = all_probs.argmax(-1) == gold  # [L, N]
+    confident = [int((conf[i] >= 0.9).sum()) for i in range(model.num_layers)]
     return {
         "n": len(data), "model": model.config.version, "accuracy": acc, "macro_f1": f1,
         "ci95": confidence_intervals(pred, gold),
         "f1_per_class": {label: round(float(v), 4) for label, v in zip(model.labels, per_class)},
-        "accuracy_per_exit": per_exit, "rules": rows, "comparison": comparison(rows),
+        "accuracy_per_exit": per_exit,
+        "ece_per_exit": [round(expected_calibration_error(all_probs[i], gold), 4) for i in range(model.num_layers)],
+        # how often an exit that is >= 90 % sure is right (None: never that sure)
+        "accuracy_when_confident_per_exit": [
+            round(float(right[i][conf[i] >= 0.9].double().mean()), 4) if confident[i] else None
+            for i in range(model.num_layers)],
+        "share_confident_per_exit": [round(c / len(data), 4) for c in confident],
+        "rules": rows, "comparison": comparison(rows),
         "cwb_against_rivals": cwb_against_rivals(all_probs, gold, rows),
         "fastest_within_1pt": fastest_within(rows, acc, 0.01),
     }

@@ -39,3 +39,15 @@ def macro_f1(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
 def decision_score(pred: np.ndarray, gold: np.ndarray, num_classes: int) -> float:
     """Accuracy + macro-F1 of pred [N] against gold [N]: the dev score biases and candidates are chosen by."""
     return float((pred == gold).mean()) + macro_f1(pred, gold, num_classes)
+
+
+def expected_calibration_error(probs: torch.Tensor, gold: torch.Tensor, bins: int = 15) -> float:
+    """ECE of probs [N, C] against gold [N]: the mean |accuracy - confidence| over equal-width
+    confidence bins, weighted by the share of samples in each bin."""
+    conf, pred = probs.double().max(-1)
+    right = (pred == gold).double()
+    # bin b holds confidences in (b/bins, (b+1)/bins]
+    idx = (torch.ceil(conf * bins).long() - 1).clamp(0, bins - 1)
+    count = torch.bincount(idx, minlength=bins).double()
+    gap = (torch.bincount(idx, weights=right, minlength=bins) - torch.bincount(idx, weights=conf, minlength=bins)).abs()
+    return float(gap.sum() / count.sum().clamp_min(1.0))

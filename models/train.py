@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from models.base import EarlyExitModel
 from models.calibration import calibrate, calibrated_score
-from models.datasets import LabelledTexts
+from models.datasets import LABELS, LabelledTexts
 from models.elbert import ElbertClassifier
 from models.scoring import exit_probabilities
 
@@ -388,11 +388,17 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainConfig,
                base: str, pooling: str, shared_head: bool, max_length: int,
-               rule_max_loss: float = 0.005, calibrated: bool = True) -> dict[str, Any]:
+               rule_max_loss: float = 0.005, calibrated: bool = True, *, normalization: str | None = None,
+               augment_seed: int | None = None, temperature: bool = False) -> dict[str, Any]:
     """``finsent train``: read data, train, calibrate on dev, save the artifact.
 
-    Calibration (dev only): per-exit logit biases (``tune_logit_bias``), then the default rule =
-    the fastest CWB setting within ``rule_max_loss`` accuracy of full depth.
+    ``normalization`` (e.g. ``models.text.NORMALIZATION``) is stored with the model and applied to
+    every text it encodes, in training and inference alike. ``augment_seed`` adds the generated
+    emoji/slang/negation rows of :mod:`models.augment` to the training part only, after the dev
+    hold-out is split off, so no variant of a dev text is trained on.
+    Calibration (dev only): per-exit logit biases (``tune_logit_bias``), optionally a temperature
+    per exit, then the default rule = the fastest CWB setting within ``rule_max_loss`` accuracy of
+    full depth.
     """
     from models.datasets import read_labelled_csv
 
@@ -401,7 +407,16 @@ def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainCo
         dev = read_labelled_csv(valid_path)
     else:
         data, dev = split_dev(data, 0.1, cfg.seed if cfg.split_seed is None else cfg.split_seed)
-    config = {"pooling": pooling, "shared_head": shared_head, "max_length": max_length}
+    augmented = 0
+    if augment_seed is not None:
+        from models.augment import augment
+
+        labels = list(LABELS)
+        extra = augment([(t, labels[y]) for t, y in zip(data.texts, data.labels)], seed=augment_seed)
+        data = LabelledTexts(data.texts + [t for t, _, _ in extra], data.labels + [labels.index(y) for _, y, _ in extra])
+        augmented = len(extra)
+    config = {"pooling": pooling, "shared_head": shared_head, "max_length": max_length,
+              "text_normalization": normalization}
     model = fresh_model(ElbertClassifier, base, cfg.seed, **config)
     probs = None
     if cfg.teachers:
@@ -411,10 +426,11 @@ def train_main(data_path: Path, out: Path, valid_path: Path | None, cfg: TrainCo
         probs = cross_fit_probabilities(lambda: fresh_model(ElbertClassifier, base, cfg.seed, **config), data, dev, cfg)
     summary = train(model, data, dev, cfg, teacher_probs=probs)
     if calibrated:
-        summary.update(calibrate(model, dev, rule_max_loss))
+        summary.update(calibrate(model, dev, rule_max_loss, temperature=temperature))
     model.config.version = f"{out.name}-{time.strftime('%Y%m%d')}"
     model.config.info = {
-        "train_data": str(data_path), "train_rows": len(data), "dev_rows": len(dev),
+        "train_data": str(data_path), "train_rows": len(data), "augmented_rows": augmented,
+        "augment_seed": augment_seed, "dev_rows": len(dev),
         "dev_source": str(valid_path) if valid_path else "10% of train (seeded)",
         "train_config": dict(cfg.__dict__), **summary,
     }

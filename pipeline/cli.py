@@ -138,6 +138,15 @@ def train(
         help="default exit rule = fastest CWB within this accuracy loss of full depth on dev")] = 0.005,
     calibrate: Annotated[bool, typer.Option(
         help="after training, tune per-exit logit biases and the default exit rule on dev")] = True,
+    temperature: Annotated[bool, typer.Option(
+        help="with --calibrate: also fit a temperature per exit on dev, so an exit's confidence matches how "
+             "often it is right (what CWB reads)")] = True,
+    normalize: Annotated[bool, typer.Option(
+        help="turn emoji into words before tokenising (models/text.py), in training and in every use of the "
+             "model; --no-normalize trains on the raw text")] = True,
+    augment: Annotated[int | None, typer.Option(
+        help="add generated emoji, fintwit-slang and negation rows (models/augment.py, this seed) to the "
+             "training part, after the dev hold-out is split off")] = None,
     threads: int | None = None,
     device: str = "cpu",
 ) -> None:
@@ -148,6 +157,7 @@ def train(
     config.json.
     """
     from models.datasets import DataError
+    from models.text import NORMALIZATION
     from models.train import TrainConfig, train_main
 
     cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, head_lr=head_lr, weighting=weighting,
@@ -169,7 +179,9 @@ def train(
     data = _data_file(data)
     valid = _data_file(valid, option="--valid") if valid is not None else None
     try:
-        summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length, rule_max_loss, calibrate)
+        summary = train_main(data, out, valid, cfg, base, pooling, shared_head, max_length, rule_max_loss, calibrate,
+                             normalization=NORMALIZATION if normalize else None, augment_seed=augment,
+                             temperature=temperature)
     except (DataError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(orjson.dumps({"out": str(out), **summary}).decode())
@@ -240,7 +252,10 @@ def score(
 ) -> None:
     """Score texts; prints one JSON line per text, in input order.
 
-    {"text", "label", "probs": {negative, neutral, positive}, "score": P(pos)-P(neg), "exit_layer"}
+    {"text", "label", "probs": {negative, neutral, positive}, "score": P(pos)-P(neg), "exit_layer", "lang"}
+
+    A text detected as not English gets a "warning" (the model reads English only); a blank one
+    gets the "error" a feed record would be dead-lettered with, and the command exits 1.
     """
     from pipeline.inference import build_engine
 
@@ -250,6 +265,7 @@ def score(
         engine = build_engine(settings)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+    from models.text import language
     from pipeline.schemas import ParseError
 
     labels = engine.model.labels
@@ -262,7 +278,10 @@ def score(
             p = next(predictions)
             probs = dict(zip(labels, p.probs))
             line = {"text": text, "label": p.label, "probs": probs,
-                    "score": probs["positive"] - probs["negative"], "exit_layer": p.exit_layer}
+                    "score": probs["positive"] - probs["negative"], "exit_layer": p.exit_layer,
+                    "lang": language(m.text)}
+            if line["lang"] != "en":  # the worker keeps such a text out of the ticker aggregates
+                line["warning"] = "not English: the model reads English only"
             if p.truncated or m.text_truncated:
                 line["truncated"] = True
         sys.stdout.write(orjson.dumps(line).decode() + "\n")

@@ -208,8 +208,12 @@ class TickerState:
 
 
 def _links(doc: ScoredDocument) -> dict[str, float]:
-    """symbol -> relevance; a symbol linked twice (cashtag and name) counts once, at its best."""
+    """symbol -> relevance; a symbol linked twice (cashtag and name) counts once, at its best.
+    Nothing for a document kept out of the aggregates (``aggregated`` False: not an aggregated
+    language)."""
     out: dict[str, float] = {}
+    if not doc.aggregated:
+        return out
     for link in doc.tickers:
         if link.relevance > out.get(link.symbol, 0.0):
             out[link.symbol] = link.relevance

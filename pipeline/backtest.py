@@ -260,7 +260,7 @@ def run_backtest(
                     on_progress(done, len(todo))
                 try:
                     doc = document(msg, msg_links, p, labels=labels, model_version=version, ingested_at=now,
-                                   scored_at=now)
+                                   scored_at=now, languages=settings.aggregated_languages)
                 except ValueError as exc:  # the worker dead-letters these as "internal"
                     report.bad.append((where, f"internal: scoring: {exc}"))
                     continue

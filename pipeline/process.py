@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import orjson
 
+from models.text import language
 from pipeline.aggregate import Aggregator, Late
 from pipeline.keys import text_hash
 from pipeline.schemas import InputMessage, Kind, ScoredDocument, TickerLink, TickerScore, parse_input
@@ -104,13 +105,18 @@ def document(
     model_version: str,
     ingested_at: int,
     scored_at: int,
+    languages: frozenset[str] | None = frozenset({"en"}),
 ) -> ScoredDocument:
-    """The scored document for ``msg``, its links and the model's answer. Raises ValueError on
-    unusable probabilities (e.g. NaN), which must never reach the aggregates."""
+    """The scored document for ``msg``, its links and the model's answer, with the text's
+    language; a document in a language outside ``languages`` (None: every language) is kept out
+    of the aggregates (``aggregated`` False). Raises ValueError on unusable probabilities (e.g.
+    NaN), which must never reach the aggregates."""
     p = prediction
+    lang = language(msg.text)
     return ScoredDocument.from_prediction(
         msg, links, label=p.label, probs=dict(zip(labels, p.probs, strict=True)), exit_layer=p.exit_layer,
         truncated=p.truncated, model_version=model_version, ingested_at=ingested_at, scored_at=scored_at,
+        lang=lang, aggregated=languages is None or lang in languages,
     )  # fmt: skip
 
 

@@ -427,6 +427,12 @@ class ScoredDocument:
         truncated: the text was cut (by :func:`parse_input` or by the tokenizer's max length).
         source, kind: copied from the input.
         text: the normalised text, or None when the producer chose not to echo it.
+        lang: the text's language as the pipeline treats it (``"en"``, or the ISO 639-1 code of
+            a text detected as another language; :func:`models.text.language`), None when
+            unknown (documents written before it was recorded).
+        aggregated: False when ``lang`` is not one of the aggregated languages
+            (``FINSENT_LANGUAGES``): the document is published with its links and score but
+            counts in no ticker aggregate (the model reads English only).
     """
 
     id: str
@@ -443,6 +449,8 @@ class ScoredDocument:
     source: str | None = None
     kind: Kind | None = None
     text: str | None = None
+    lang: str | None = None
+    aggregated: bool = True
 
     def __post_init__(self) -> None:
         # NaN would serialise as null and poison the aggregates: refuse it at construction.
@@ -468,6 +476,8 @@ class ScoredDocument:
         model_version: str,
         ingested_at: int,
         scored_at: int,
+        lang: str | None = None,
+        aggregated: bool = True,
     ) -> ScoredDocument:
         """The document for ``msg`` and the model's answer. The streaming worker and
         ``finsent backtest`` both build documents here, so they score identically.
@@ -489,6 +499,8 @@ class ScoredDocument:
             source=msg.source,
             kind=msg.kind,
             text=msg.text,
+            lang=lang,
+            aggregated=aggregated,
         )
 
     @classmethod
@@ -510,6 +522,8 @@ class ScoredDocument:
                 source=d.get("source"),
                 kind=d.get("kind"),
                 text=d.get("text"),
+                lang=d.get("lang"),
+                aggregated=bool(d.get("aggregated", True)),
             )
         except (KeyError, TypeError, IndexError, AttributeError) as e:
             raise ValueError(f"ScoredDocument: {e!r}") from None

@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     # --- aggregation
     half_life_s: float = Field(3600.0, gt=0, description="half-life of the time-decayed ticker score")
     lateness_s: float = Field(3600.0, ge=0, description="how late (event time) a document may arrive")
+    languages: str = Field(
+        "en", pattern=r"^(\*|[a-z]{2,3}(,[a-z]{2,3})*)$",
+        description="comma-separated ISO 639-1 codes of the languages whose documents count in ticker "
+        "aggregates, or '*' for all; other documents are published, marked aggregated=false (the model "
+        "reads English only)")
 
     # --- data (training, evaluation, benchmarks; not the streaming worker)
     data_dir: Path | None = Field(
@@ -208,6 +213,11 @@ class Settings(BaseSettings):
         # SecretStr fields already print as '**********'; a password inside the URL needs this.
         for name, value in super().__repr_args__():
             yield name, redact_url(value) if name == "redis_url" else value
+
+    @property
+    def aggregated_languages(self) -> frozenset[str] | None:
+        """:attr:`languages` as a set; None means every language."""
+        return None if self.languages == "*" else frozenset(self.languages.split(","))
 
     def topic(self, name: str) -> str:
         return f"{self.namespace}{name}"

@@ -13,6 +13,7 @@ from tinymodels import borderline, exit_probs_one
 from models.elbert import DEFAULT_MODEL_DIR, ElbertClassifier
 from models.engine import EarlyExitEngine, reference_predict
 from models.exits import make_rule
+from models.text import NORMALIZATION, normalize
 
 FEED = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "sample_feed.jsonl"
 
@@ -69,11 +70,14 @@ def test_engine_equals_reference_on_500_texts(model):
 
 
 def test_encode_equals_the_transformers_tokenizer(model):
-    """``encode`` calls the Rust tokenizer directly; its ids must be the wrapper's, truncation aside."""
+    """``encode`` calls the Rust tokenizer directly on the model's normalised text; its ids must be
+    the wrapper's on that text, truncation aside."""
     texts = [orjson.loads(line)["text"] for line in FEED.read_bytes().splitlines()[:200]]
     texts += ["", "Ünïcödé — “quotes” $AAPL 🚀 über", "a\tb\nc  d", "word " * 300, "[CLS] [SEP] [PAD]"]
     ids, truncated = model.encode(texts)
-    want = model.tokenizer(texts, truncation=False, add_special_tokens=True)["input_ids"]
+    assert model.config.text_normalization == NORMALIZATION
+    want = model.tokenizer([normalize(t) for t in texts], truncation=False, add_special_tokens=True)["input_ids"]
+    assert model.tokenizer.unk_token_id not in ids[201]  # the rocket is read as a word
     limit = model.config.max_length
     assert truncated == [len(w) > limit for w in want] and sum(truncated) == 1
     assert ids == [w if len(w) <= limit else w[: limit - 1] + w[-1:] for w in want]

@@ -4,8 +4,7 @@ Built from the Twitter Financial News **train** split only (MIT licence): its te
 family decorates them) and its cashtags (every generated sentence names a ticker, or the company
 behind it, drawn from them). Nothing is built from validation data or from the behavioural suite
 ``bench/data/checklist.jsonl``; the suite's texts (never its labels) serve only to drop a generated
-text that equals or nearly equals one of them (:class:`NearDuplicates`; on by default, about 80 of
-2,943 draws on the full training set), so that the suite still measures what the model learned, not
+text that equals or nearly equals one of them (:class:`NearDuplicates`; on by default), so that the suite still measures what the model learned, not
 what it was shown. Deterministic for a given input and seed.
 
 Three families, each with a labelling rule that can be checked by reading the row:

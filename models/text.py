@@ -10,22 +10,18 @@ stronger than 🚀 and a wall of 50 rockets costs no more than three) and collap
 Everything else is left as it is:
 
 * cashtags (``$AAPL``), handles (``@user``) and hashtags: unchanged;
-* URLs: unchanged. Replacing every ``https://t.co/...`` by one word was tried on the Twitter
-  Financial News data and cost about 1.5 points of dev score on two seeds (docs/model-card.md,
-  "R-Drop and one-word URLs"), so links stay as the shipped model was trained on them;
+* URLs: unchanged. Replacing every ``https://t.co/...`` by one word cost dev score when it was
+  tried (docs/model-card.md, "R-Drop and one-word URLs"), so links stay as the models read them;
 * ``©``, ``®``, ``™`` and ``▪`` (:data:`KEPT_SYMBOLS`): the ``emoji`` package lists them, but in news
   they are typography, and the vocabulary has each of them as a token already.
 
-So a text without emoji comes back unchanged but for whitespace, and the shipped model reads plain
-news exactly as before (40 of the 9,543 Twitter Financial News training texts change). ``normalize``
-is pure and deterministic (no model, no I/O), 15-30 µs a text on the training set on this 2-core
-machine (ASCII texts take a fast path; about 70 µs with emoji), and idempotent: its output has no
-emoji left to spell out.
+So a text without emoji comes back unchanged but for whitespace, and a model reads plain news as
+before. ``normalize`` is pure and deterministic (no model, no I/O; ASCII texts take a fast path)
+and idempotent: its output has no emoji left to spell out.
 
 :func:`detect_language` uses ``py3langid`` (the langid.py Naive Bayes model, 4.5 MB, bundled with
-the package, so it needs no download; pure Python + numpy; about 9,000 tweets/s on one core). Its
-raw top answer is not a verdict: it names another language for 50 of the 1,791 English validation
-texts, mostly at low probability. Cashtags, handles, hashtags, URLs, numbers, emoji and
+the package, so it needs no download; pure Python + numpy). Its raw top answer is not a verdict:
+on short English tweets it often names another language at low probability. Cashtags, handles, hashtags, URLs, numbers, emoji and
 ``:shortcode:`` emoji are removed first: they are the same in every language and only add noise. The
 model is restricted to :data:`LANGUAGES`, the languages a finance feed realistically carries; on
 short texts the model's full set of 140 mostly adds confusions (English headlines read as Nigerian
@@ -33,9 +29,7 @@ Pidgin or Latin at low confidence, Chinese as Wu). :func:`is_english` is the con
 text is flagged non-English only when another language wins, P(English) <= 1 - ``threshold``
 (``threshold`` 0.98 by default) and the text has none of a few unmistakably English words
 (:data:`ENGLISH_ANCHORS`: "Skanska AB reports Q4 results" stays English). Short and undetermined
-texts count as English. On the 1,791 Twitter Financial News validation texts it flags 3 (0.17 %),
-all of them genuinely French or Spanish; on 48 German, French, Spanish, Italian, Chinese and
-Japanese headlines (tests/test_text.py) it flags all 48 and names the right language for all 48.
+texts count as English. How often it flags what is measured in docs/operations.md (Languages).
 """
 
 from __future__ import annotations

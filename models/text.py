@@ -185,7 +185,8 @@ def language_text(text: str) -> str:
     """What the language model sees: ``text`` without URLs, emoji, emoji shortcodes, cashtags,
     handles, hashtags and numbers, whitespace collapsed."""
     text = _URL.sub(" ", text)
-    text = emoji.replace_emoji(text, " ")
+    if not text.isascii():  # no emoji in ASCII; the package's scan is a per-character Python loop
+        text = emoji.replace_emoji(text, " ")
     text = _SHORTCODE.sub(" ", text)
     text = _TAG.sub(" ", text)
     text = _NUMBER.sub(" ", text)
@@ -209,9 +210,13 @@ def _identifier():  # py3langid has no type hints
     return ident
 
 
-def _ranked(text: str) -> list[tuple[str, float]] | None:
+def _stripped(text: str) -> str:
+    return language_text(unicodedata.normalize("NFC", text))
+
+
+def _ranked(text: str, stripped: str | None = None) -> list[tuple[str, float]] | None:
     """Every language of :data:`LANGUAGES` with its probability, best first; None for too little text."""
-    stripped = language_text(unicodedata.normalize("NFC", text))
+    stripped = _stripped(text) if stripped is None else stripped
     if not _enough_text(stripped):
         return None
     return [(str(lang), float(p)) for lang, p in _identifier().rank(stripped)]
@@ -230,13 +235,15 @@ def is_english(text: str, threshold: float = ENGLISH_THRESHOLD) -> bool:
     text is not English (P(en) <= 1 - threshold) and the text has none of the
     :data:`ENGLISH_ANCHORS`. Short and undetermined texts count as English, so an English tweet is
     (almost) never flagged."""
-    ranked = _ranked(text)
+    stripped = _stripped(text)
+    # a foreign company name around English words ("Skanska AB reports Q4 results") is English;
+    # checked first, since it settles most tweets without running the language model
+    if any(w.lower() in ENGLISH_ANCHORS for w in _WORD.findall(stripped)):
+        return True
+    ranked = _ranked(text, stripped)
     if ranked is None or ranked[0][0] == "en":
         return True
-    if dict(ranked).get("en", 0.0) > 1.0 - threshold:
-        return True
-    # a foreign company name around English words ("Skanska AB reports Q4 results") is English
-    return any(w.lower() in ENGLISH_ANCHORS for w in _WORD.findall(language_text(text)))
+    return dict(ranked).get("en", 0.0) > 1.0 - threshold
 
 
 def language(text: str, threshold: float = ENGLISH_THRESHOLD) -> str:

@@ -45,8 +45,20 @@ The producer and the subscriber share this machine (and its cores) with the work
 and Redis -- as does whatever else runs (the JSON records the load average and whether a
 ``finsent train`` was running).
 
+``--engine null`` (benchmark only) runs the same worker with a stand-in engine that returns a
+fixed prediction at no cost (:class:`NullEngine`, injected through ``Worker(settings, engine=...)``
+in a child process of this script): no model is loaded, the engine-alone phases are skipped, and
+the JSON says ``"engine_kind": "null (stand-in: ...)"``. The backlog rate is then what one worker
+process sustains with the real broker, Redis, linking, aggregation, outbox and commits, and its
+CPU per message is all non-model. ``worker_cpu`` (both engines) splits the worker's CPU over the
+drain into its event-loop (main) thread and its other threads (engine, executor); with the model
+the event loop also tokenises (``engine.encode``). ``--profile-worker FILE`` runs the worker's
+event loop under cProfile during the backlog drain only and writes the top functions to FILE
+(profiling slows the worker: take rates from a run without it).
+
     python bench/pipeline.py --json             # ~2 minutes on an idle 2-core box (126 s), under 5
     python bench/pipeline.py --json --quick     # smoke run, under a minute
+    python bench/pipeline.py --json --engine null   # the worker without the model
 """
 
 from __future__ import annotations
@@ -54,12 +66,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +89,8 @@ SAMPLE_FEED = ROOT / "pipeline" / "data" / "sample_feed.jsonl"
 SESSION_TIMEOUT_MS = 6000  # Tansu holds a fresh group's first JoinGroup for half of this
 FALLBACK_TICKER = "SPY"  # for market-wide texts that link no ticker
 RATIO_GOAL = 0.85  # the goal: end-to-end >= this share of the engine-alone throughput
+NULL_ENGINE = "null (stand-in: a fixed prediction at no cost; not the model)"
+PROFILE_TOP = 40  # functions listed per ordering in the --profile-worker report
 
 
 def log(msg: str) -> None:
@@ -94,6 +110,17 @@ def cpu_seconds(pid: int | None) -> float | None:
         return None
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int | None) -> float | None:
+    """CPU seconds of the main thread of ``pid`` (the worker's event loop), or None."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -150,6 +177,118 @@ def engine_alone(settings, model, texts: list[str]) -> tuple[float, float]:
         engine.close()
 
 
+def encode_ms_per_text(model, texts: list[str]) -> float:
+    """CPU ms per text of ``model.encode`` (normalise + tokenise), which the engine's ``predict``
+    runs on the caller's thread -- in the worker, the event loop."""
+    model.encode(texts[:64])
+    c0 = time.process_time()
+    model.encode(texts)
+    return (time.process_time() - c0) * 1000 / len(texts)
+
+
+# --------------------------------------------------------------------------- null engine
+
+
+class NullEngine:
+    """Benchmark stand-in for the model engine (``--engine null``; never used by the pipeline).
+
+    The :class:`models.engine.Engine` interface, answering every text at once with the same
+    prediction: no tokenisation, no model, no thread. What the worker does around it -- Kafka,
+    parsing, linking, batching, aggregation, the Redis commit script, outbox, offset commits --
+    is unchanged, so a worker built on it measures the pipeline's own cost per message.
+    """
+
+    mode = "null"
+    policy = "null"
+    device = "cpu"
+    in_flight = 0
+    waiting = 0
+
+    def __init__(self, max_batch: int, max_queue: int = 1 << 20) -> None:
+        from types import SimpleNamespace
+
+        from models.elbert import LABELS
+        from models.engine import Prediction
+        from models.runner import EngineStats
+
+        self.model = SimpleNamespace(labels=list(LABELS), config=SimpleNamespace(version="null-engine"))
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.stats = EngineStats()
+        self.prediction = Prediction(
+            label="neutral", label_index=1, probs=(0.1, 0.8, 0.1), exit_layer=1, latency_ms=0.0
+        )
+
+    def start(self) -> NullEngine:
+        return self
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+    def run(self, ids: list, truncated: list[bool] | None = None) -> list:
+        self.stats.retired += len(ids)
+        return [self.prediction] * len(ids)
+
+    def submit_ids(self, ids: list, truncated: list[bool] | None = None, block: bool = True) -> Future:
+        future: Future = Future()
+        future.set_result(self.run(ids))
+        return future
+
+    def predict_texts(self, texts: list[str]) -> list:
+        return self.run(texts)
+
+    async def predict(self, texts: list[str]) -> list:
+        return self.run(texts)
+
+
+def null_worker(settings_json: str, profile_out: str | None) -> None:
+    """The child process of ``--engine null``: ``Worker(settings, engine=NullEngine(...))`` until
+    SIGTERM. With ``profile_out``, SIGUSR2 starts cProfile on the event-loop thread and a second
+    SIGUSR2 stops it and writes the stats there (the bench brackets the backlog drain with them)."""
+    import logging
+
+    from pipeline.settings import Settings
+    from pipeline.worker import Worker
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(**orjson.loads(settings_json))
+    worker = Worker(settings, engine=NullEngine(settings.max_batch))
+    if profile_out:
+        import cProfile
+
+        prof = cProfile.Profile()
+        state = {"on": False}
+
+        def toggle(*_) -> None:
+            if not state["on"]:
+                state["on"] = True
+                prof.enable()
+            else:
+                prof.disable()
+                state["on"] = False
+                prof.dump_stats(profile_out)
+
+        signal.signal(signal.SIGUSR2, toggle)
+    asyncio.run(worker.run(handle_signals=True))
+
+
+def profile_report(prof_file: Path, out: Path, header: str, messages: int) -> None:
+    """The top functions of a cProfile dump, by cumulative and by self time, as text."""
+    import pstats
+
+    buf = io.StringIO()
+    stats = pstats.Stats(str(prof_file), stream=buf)
+    stats.strip_dirs()
+    buf.write(
+        f"{header}\ncProfile total: {stats.total_tt:.3f} s over {messages} messages "
+        f"= {stats.total_tt * 1000 / max(1, messages):.3f} ms/message (profiler overhead included)\n"
+    )
+    for order in ("cumulative", "tottime"):
+        buf.write(f"\n===== top {PROFILE_TOP} by {order} =====\n")
+        stats.sort_stats(order).print_stats(PROFILE_TOP)
+    out.write_text(buf.getvalue())
+
+
 # --------------------------------------------------------------------------- end to end
 
 
@@ -171,8 +310,10 @@ class Bench:
         worker_cmd: list[str],
         env: dict[str, str],
         pids: dict[str, int | None],
+        profile: bool = False,
     ) -> None:
         self.s = settings
+        self.profile = profile  # SIGUSR2 the worker before and after the backlog (null_worker)
         self.pids = pids  # other processes whose CPU the backlog phase accounts: broker, redis
         self.messages = messages
         self.worker_cmd = worker_cmd
@@ -352,10 +493,16 @@ class Bench:
             log(f"worker ready after {out['worker_ready_s']}s; backlog of {backlog}")
 
             procs = {**self.pids, "worker": self.proc.pid if self.proc else None, "bench": os.getpid()}
+            if self.profile and self.proc is not None:
+                self.proc.send_signal(signal.SIGUSR2)  # profiling on
             cpu0 = {k: cpu_seconds(pid) for k, pid in procs.items()}
+            loop0 = thread_cpu_seconds(procs["worker"])
             ids = await self.burst("backlog", backlog)
             await self.wait_applied(ids, max(60.0, backlog / 20), "backlog")
             cpu1 = {k: cpu_seconds(pid) for k, pid in procs.items()}
+            loop1 = thread_cpu_seconds(procs["worker"])
+            if self.profile and self.proc is not None:
+                self.proc.send_signal(signal.SIGUSR2)  # profiling off, stats written
             times = sorted(self.t.applied[i] for i in ids if i in self.t.applied)
             span = times[-1] - min(self.t.sent[i] for i in ids) if times else 0.0
             max_rate = round(len(times) / span, 1) if span > 0 else 0.0
@@ -377,6 +524,13 @@ class Bench:
                     if cpu0[k] is not None and cpu1[k] is not None
                 },
             }
+            if None not in (loop0, loop1, cpu0["worker"], cpu1["worker"]):
+                loop_ms = (loop1 - loop0) * 1000 / backlog
+                all_ms = (cpu1["worker"] - cpu0["worker"]) * 1000 / backlog
+                out["backlog"]["worker_cpu_ms_per_msg"] = {
+                    "event_loop_thread": round(loop_ms, 3),
+                    "other_threads": round(max(0.0, all_ms - loop_ms), 3),  # clock ticks: >= -0.01
+                }
             if max_rate <= 0:
                 raise RuntimeError("nothing of the backlog was applied")
             log(f"backlog drained at {max_rate}/s (steady {steady}/s)")
@@ -490,12 +644,32 @@ def main() -> None:
     )
     ap.add_argument("--threads", type=int, default=None, help="torch threads, engine alone and worker alike")
     ap.add_argument(
+        "--engine",
+        choices=("model", "null"),
+        default="model",
+        help="'null': a stand-in engine answering at no cost (benchmark only; measures the worker without the model)",
+    )
+    ap.add_argument(
+        "--profile-worker",
+        type=Path,
+        default=None,
+        help="with --engine null: cProfile the worker's event loop during the backlog drain; top functions to this file",
+    )
+    ap.add_argument("--null-worker", default=None, help=argparse.SUPPRESS)  # the --engine null child
+    ap.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument(
         "--e2e-timeout",
         type=float,
         default=None,
         help="give up (and clean up) if the end-to-end phases take longer (default 360 s; quick 150 s)",
     )
     args = ap.parse_args()
+    if args.null_worker is not None:
+        null_worker(args.null_worker, args.profile_out)
+        return
+    null = args.engine == "null"
+    if args.profile_worker and not null:
+        ap.error("--profile-worker needs --engine null")
     backlog = args.backlog or (300 if args.quick else 3000)
     duration = args.duration or (3.0 if args.quick else 20.0)
     fractions = [
@@ -506,7 +680,7 @@ def main() -> None:
     # SIGTERM -> SystemExit, so the finally blocks stop the worker, the broker and clean Redis
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     t_begin = time.perf_counter()
-    model_dir, model_source = resolve_model(args.model)
+    model_dir, model_source = (None, None) if null else resolve_model(args.model)
     env = dict(os.environ)
     if args.threads:
         env["FINSENT_THREADS"] = str(args.threads)
@@ -516,11 +690,12 @@ def main() -> None:
     from pipeline.settings import Settings
 
     overrides = {
-        "model_dir": model_dir,
         "metrics_port": 0,
         "namespace": f"bench.{uuid.uuid4().hex[:8]}.",
         "group_id": "finsent-bench",
     }
+    if model_dir is not None:
+        overrides["model_dir"] = model_dir
     if args.max_batch:
         overrides["max_batch"] = args.max_batch
     if args.rule:
@@ -534,78 +709,106 @@ def main() -> None:
     load_start = [round(x, 2) for x in os.getloadavg()]
     messages = sample_messages()
 
-    log(f"model {model_dir} ({model_source}); engine alone on {n_engine} texts")
-    model = load_model(settings)
-    rule = exit_rule(settings, model)
-    texts = [messages[i % len(messages)]["text"] for i in range(n_engine)]
-    tps, cpu = engine_alone(settings, model, texts)
-    engine_runs, engine_cpu = [tps], [cpu]
-    log(f"engine alone: {engine_runs[0]:.1f} texts/s")
+    engine_runs: list[float] = []
+    engine_cpu: list[float] = []
+    if null:
+        log(f"engine: {NULL_ENGINE}; no engine-alone phase")
+        model = rule = texts = None
+    else:
+        log(f"model {model_dir} ({model_source}); engine alone on {n_engine} texts")
+        model = load_model(settings)
+        rule = exit_rule(settings, model)
+        texts = [messages[i % len(messages)]["text"] for i in range(n_engine)]
+        tps, cpu = engine_alone(settings, model, texts)
+        engine_runs, engine_cpu = [tps], [cpu]
+        log(f"engine alone: {engine_runs[0]:.1f} texts/s")
 
+    prof_file = None
     with EmbeddedBroker() as broker, redis_server(settings.redis_url) as redis_url:
         s = settings.model_copy(update={"bootstrap": broker.bootstrap, "redis_url": redis_url})
-        cmd = [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "worker",
-            "--bootstrap",
-            s.bootstrap,
-            "--redis-url",
-            redis_url,
-            "--namespace",
-            s.namespace,
-            "--group-id",
-            s.group_id,
-            "--max-batch",
-            str(s.max_batch),
-            "--max-wait-ms",
-            str(s.max_wait_ms),
-            "--metrics-port",
-            "0",
-            "--model",
-            str(model_dir),
-            "--session-timeout-ms",
-            str(SESSION_TIMEOUT_MS),
-            "--log-level",
-            "WARNING",
-        ]
-        if args.rule:
-            cmd += ["--rule", args.rule]
+        if null:
+            child = {
+                "bootstrap": s.bootstrap,
+                "redis_url": redis_url,
+                "namespace": s.namespace,
+                "group_id": s.group_id,
+                "max_batch": s.max_batch,
+                "max_wait_ms": s.max_wait_ms,
+                "metrics_port": 0,
+                "session_timeout_ms": SESSION_TIMEOUT_MS,
+            }
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--null-worker",
+                orjson.dumps(child).decode(),
+            ]
+            if args.profile_worker:
+                prof_file = args.profile_worker.with_suffix(".prof.tmp")
+                prof_file.unlink(missing_ok=True)
+                cmd += ["--profile-out", str(prof_file)]
+        else:
+            cmd = [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "worker",
+                "--bootstrap",
+                s.bootstrap,
+                "--redis-url",
+                redis_url,
+                "--namespace",
+                s.namespace,
+                "--group-id",
+                s.group_id,
+                "--max-batch",
+                str(s.max_batch),
+                "--max-wait-ms",
+                str(s.max_wait_ms),
+                "--metrics-port",
+                "0",
+                "--model",
+                str(model_dir),
+                "--session-timeout-ms",
+                str(SESSION_TIMEOUT_MS),
+                "--log-level",
+                "WARNING",
+            ]
+            if args.rule:
+                cmd += ["--rule", args.rule]
         try:
             pids = {"broker": broker.pid, "redis": redis_pid(redis_url)}
-            bench = Bench(s, messages, cmd, env, pids).run(backlog, fractions, duration)
-            e2e = asyncio.run(asyncio.wait_for(bench, args.e2e_timeout or (150 if args.quick else 360)))
+            bench = Bench(s, messages, cmd, env, pids, profile=prof_file is not None)
+            run = bench.run(backlog, fractions, duration)
+            e2e = asyncio.run(asyncio.wait_for(run, args.e2e_timeout or (150 if args.quick else 360)))
         finally:
             delete_keys_with_prefix(redis_url, s.namespace)
         external_redis = redis_url == settings.redis_url
         bootstrap = s.bootstrap
 
-    tps, cpu = engine_alone(settings, model, texts)
-    engine_runs.append(tps)
-    engine_cpu.append(cpu)
-    log(f"engine alone (after): {engine_runs[1]:.1f} texts/s")
-    engine_tps = sum(engine_runs) / len(engine_runs)
-    engine_ms = sum(engine_cpu) / len(engine_cpu)
     max_rate = e2e["backlog"]["per_s"]
+    worker_ms = e2e["backlog"]["cpu_ms_per_msg"].get("worker")
+    loop_ms = e2e["backlog"].get("worker_cpu_ms_per_msg", {}).get("event_loop_thread")
     loads = e2e["loads"]
     half = min(loads, key=lambda r: abs(r["fraction"] - 0.5))
     p99_half = half["p99_ms"] if abs(half["fraction"] - 0.5) < 1e-9 else None
-    out = {
-        "engine_texts_per_s": round(engine_tps, 1),
-        "max_sustainable_per_s": max_rate,
-        "e2e_vs_engine": round(max_rate / engine_tps, 3),
-        "p99_ms_at_half_max": p99_half,
-        "goals": {
-            f"e2e_vs_engine>={RATIO_GOAL}": max_rate / engine_tps >= RATIO_GOAL,
-            "p99_at_half_max<=250ms": None if p99_half is None else p99_half <= 250,
-        },
-        "loads": loads,
-        "backlog": e2e["backlog"],
-        "cpu_budget": cpu_budget(e2e["backlog"]["cpu_ms_per_msg"], engine_ms),
-        "engine": {
+    if null:
+        engine_tps = engine_ms = None
+        engine_block = {"kind": NULL_ENGINE, "cpu_ms_per_text": 0.0, "max_batch": settings.max_batch}
+        encode_ms = 0.0
+    else:
+        tps, cpu = engine_alone(settings, model, texts)
+        engine_runs.append(tps)
+        engine_cpu.append(cpu)
+        log(f"engine alone (after): {engine_runs[1]:.1f} texts/s")
+        engine_tps = sum(engine_runs) / len(engine_runs)
+        engine_ms = sum(engine_cpu) / len(engine_cpu)
+        encode_ms = encode_ms_per_text(model, texts)
+        engine_block = {
+            "kind": "model",
             "runs_texts_per_s": [round(x, 1) for x in engine_runs],
             "cpu_ms_per_text": round(engine_ms, 3),
+            "encode_cpu_ms_per_text": round(encode_ms, 3),  # part of it; runs on the worker's event loop
             "texts": n_engine,
             "max_batch": settings.max_batch,
             "mode": engine_mode(settings),
@@ -614,11 +817,46 @@ def main() -> None:
             "device": settings.device,
             "replicas": engine_replicas(settings),
             "threads_per_replica": __import__("torch").get_num_threads(),
+        }
+    out = {
+        "engine_kind": NULL_ENGINE if null else "model",
+        "engine_texts_per_s": None if null else round(engine_tps, 1),
+        "max_sustainable_per_s": max_rate,
+        "e2e_vs_engine": None if null else round(max_rate / engine_tps, 3),
+        "p99_ms_at_half_max": p99_half,
+        "goals": {
+            f"e2e_vs_engine>={RATIO_GOAL}": None if null else max_rate / engine_tps >= RATIO_GOAL,
+            "p99_at_half_max<=250ms": None if p99_half is None else p99_half <= 250,
         },
-        "model": {"version": model.config.version, "dir": str(model_dir), "source": model_source},
+        "loads": loads,
+        "backlog": e2e["backlog"],
+        # the worker's own (non-model) CPU per message during the backlog: with the null engine all
+        # of the worker; with the model, the worker minus the engine-alone CPU per text (an
+        # estimate: the engine alone ran with every core to itself). The event loop is one thread,
+        # so 1000 / its ms per message is the most one worker process can apply per second with
+        # a free engine (a GPU); tokenisation (encode) runs on it too with the model.
+        "worker_non_model": {
+            "cpu_ms_per_msg": None
+            if worker_ms is None
+            else round(worker_ms if null else worker_ms - engine_ms, 3),
+            "event_loop_ms_per_msg": loop_ms,
+            "event_loop_ms_per_msg_excluding_encode": None
+            if loop_ms is None
+            else round(loop_ms - encode_ms, 3),
+            "event_loop_bound_per_s": round(1000 / (loop_ms - encode_ms), 1)
+            if loop_ms and loop_ms > encode_ms
+            else None,
+        },
+        "cpu_budget": None if null else cpu_budget(e2e["backlog"]["cpu_ms_per_msg"], engine_ms),
+        "engine": engine_block,
+        "model": None
+        if null
+        else {"version": model.config.version, "dir": str(model_dir), "source": model_source},
         "setup": {
             "latency": "first PUBLISH finsent:updates for the doc received by the bench - producer send, same process",
-            "worker": "one `finsent worker` child process",
+            "worker": "one `finsent worker` child process"
+            if not null
+            else "one child process running pipeline.worker.Worker(settings, engine=NullEngine(...))",
             "namespace": settings.namespace,
             "bootstrap": bootstrap,
             "partitions": settings.partitions,
@@ -634,6 +872,17 @@ def main() -> None:
         },
         "seconds": round(time.perf_counter() - t_begin, 1),
     }
+    if prof_file is not None:
+        if prof_file.exists():
+            header = (
+                f"cProfile of the worker's event-loop thread during a backlog drain of {backlog} messages, "
+                f"engine {NULL_ENGINE} (bench/pipeline.py --engine null --profile-worker)"
+            )
+            profile_report(prof_file, args.profile_worker, header, backlog)
+            prof_file.unlink()
+            out["profile"] = str(args.profile_worker)
+        else:
+            log(f"no profile written by the worker ({prof_file})")
     print(orjson.dumps(out, option=0 if args.json else orjson.OPT_INDENT_2).decode())
 
 

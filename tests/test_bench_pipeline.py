@@ -97,3 +97,48 @@ def test_quick_run_prints_the_json_and_leaves_no_process() -> None:
         == 1
     )
     assert not _listening(out["setup"]["bootstrap"])
+
+
+@pytest.mark.timeout(150)
+def test_null_engine_run_labels_itself_and_needs_no_model() -> None:
+    """``--engine null``: the worker with a stand-in engine (no model loaded), labelled as such."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "pipeline.py"),
+            "--json",
+            "--quick",
+            "--engine",
+            "null",
+            "--backlog",
+            "200",
+            "--loads",
+            "0.5",
+            "--duration",
+            "2",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr.decode(errors="replace")[-3000:]
+    out = orjson.loads(stdout)
+
+    assert out["engine_kind"].startswith("null (stand-in") and "not the model" in out["engine_kind"]
+    assert out["engine"]["kind"] == out["engine_kind"]
+    assert out["model"] is None and out["engine_texts_per_s"] is None and out["e2e_vs_engine"] is None
+    assert out["backlog"]["applied"] == 200
+    assert out["max_sustainable_per_s"] > 0
+    worker = out["worker_non_model"]
+    assert worker["cpu_ms_per_msg"] == out["backlog"]["cpu_ms_per_msg"]["worker"] > 0
+    assert 0 < worker["event_loop_ms_per_msg"] <= worker["cpu_ms_per_msg"] + 0.02
+    assert [row["applied"] == row["sent"] > 0 for row in out["loads"]] == [True]
+    ns = out["setup"]["namespace"]
+    assert subprocess.run(["pgrep", "-f", "--", ns], check=False, capture_output=True).returncode == 1
+    assert not _listening(out["setup"]["bootstrap"])

@@ -1,9 +1,12 @@
-"""Shared fixtures: one embedded Kafka broker per session, Redis with a per-test key namespace."""
+"""Shared fixtures: one embedded Kafka broker per session, Redis with a per-test key namespace, and
+the public datasets where they are present."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +58,14 @@ def redis_url(redis_server_url: str, ns: str) -> Iterator[str]:
     """
     yield redis_server_url
     delete_keys_with_prefix(redis_server_url, ns)
+
+
+@pytest.fixture
+def public_data() -> Path:
+    """The public datasets: FINSENT_DATA_DIR, else ``../shared/data`` beside the checkout (the
+    development workspace, and CI's copy of it); skips where neither holds Twitter Financial News."""
+    env = os.environ.get("FINSENT_DATA_DIR")
+    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (root / "twitter_financial_news").is_dir():
+        pytest.skip(f"public datasets absent: no twitter_financial_news under {root} (set FINSENT_DATA_DIR)")
+    return root

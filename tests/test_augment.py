@@ -4,7 +4,6 @@ from the behavioural suite (bench/data/checklist.jsonl is read here for the over
 from __future__ import annotations
 
 import csv
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -252,16 +251,9 @@ def test_cli_writes_a_training_csv_with_no_checklist_text(tmp_path: Path,
     assert not set(both.texts) & set(dev.texts)
 
 
-def _data_dir() -> Path:
-    env = os.environ.get("FINSENT_DATA_DIR")
-    root = Path(env) if env else REPO.parent / "shared" / "data"
-    if not (root / "twitter_financial_news" / "train.csv").is_file():
-        pytest.skip(f"public datasets absent: no twitter_financial_news under {root} (set FINSENT_DATA_DIR)")
-    return root
 
-
-def test_the_real_training_set_gives_no_checklist_overlap() -> None:
-    with (_data_dir() / "twitter_financial_news" / "train.csv").open(newline="", encoding="utf-8") as fh:
+def test_the_real_training_set_gives_no_checklist_overlap(public_data: Path) -> None:
+    with (public_data / "twitter_financial_news" / "train.csv").open(newline="", encoding="utf-8") as fh:
         train = [(r["text"], r["label"]) for r in csv.DictReader(fh)]
     held_out = _checklist_texts()
     # keeps the checklist out by default, as `finsent train --augment` calls it

@@ -44,22 +44,23 @@ def _listening(bootstrap: str) -> bool:
         return False
 
 
-@pytest.mark.timeout(240)
-def test_quick_run_prints_the_json_and_leaves_no_process() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "pipeline.py"), "--json", "--quick", *_model_args()],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def _bench(args: list[str], timeout: float) -> dict:
+    """Run ``bench/pipeline.py ARGS``; its stdout parsed as one JSON object (killed past ``timeout``)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "pipeline.py"), *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     try:
-        stdout, stderr = proc.communicate(timeout=200)
+        stdout, stderr = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, stderr.decode(errors="replace")[-3000:]
-    out = orjson.loads(stdout)  # one JSON object, nothing else on stdout
+    return orjson.loads(stdout)
+
+
+@pytest.mark.timeout(240)
+def test_quick_run_prints_the_json_and_leaves_no_process() -> None:
+    out = _bench(["--json", "--quick", *_model_args()], timeout=200)  # one JSON object, nothing else on stdout
 
     assert out["engine_texts_per_s"] > 0
     assert out["max_sustainable_per_s"] > 0
@@ -102,33 +103,8 @@ def test_quick_run_prints_the_json_and_leaves_no_process() -> None:
 @pytest.mark.timeout(150)
 def test_null_engine_run_labels_itself_and_needs_no_model() -> None:
     """``--engine null``: the worker with a stand-in engine (no model loaded), labelled as such."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "pipeline.py"),
-            "--json",
-            "--quick",
-            "--engine",
-            "null",
-            "--backlog",
-            "200",
-            "--loads",
-            "0.5",
-            "--duration",
-            "2",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, stderr.decode(errors="replace")[-3000:]
-    out = orjson.loads(stdout)
+    out = _bench(["--json", "--quick", "--engine", "null", "--backlog", "200", "--loads", "0.5", "--duration", "2"],
+                 timeout=120)
 
     assert out["engine_kind"].startswith("null (stand-in") and "not the model" in out["engine_kind"]
     assert out["engine"]["kind"] == out["engine_kind"]

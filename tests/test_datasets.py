@@ -42,17 +42,6 @@ def data_dir(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def real_data_dir() -> Path:
-    """The real public datasets: FINSENT_DATA_DIR, else ``../shared/data`` beside the checkout
-    (the development workspace); skips where neither is there."""
-    env = os.environ.get(DATA_DIR_ENV)
-    root = Path(env) if env else REPO.parent / "shared" / "data"
-    if not root.is_dir():
-        pytest.skip(f"public datasets absent: {root} is not a folder (set {DATA_DIR_ENV})")
-    return root
-
-
 # ------------------------------------------------------------------ registry
 
 
@@ -211,16 +200,16 @@ def test_a_real_process_prints_one_line_and_no_traceback(cmd, tmp_path):
 # ------------------------------------------------------------------ the real data, where present
 
 
-def test_registry_matches_the_real_data_folder(real_data_dir):
-    sums = real_data_dir / "SHA256SUMS"  # the published copy lists every file
+def test_registry_matches_the_real_data_folder(public_data):
+    sums = public_data / "SHA256SUMS"  # the published copy lists every file
     listed = {line.split(maxsplit=1)[1].strip() for line in sums.read_text().splitlines() if line.strip()} \
         if sums.is_file() else None
     for name, ds in DATASETS.items():
         if listed is not None:
             assert ds.path in listed, f"{ds.path} is not in {sums}"
-        elif not (real_data_dir / ds.path).is_file():
+        elif not (public_data / ds.path).is_file():
             continue  # a folder of one's own may hold only some datasets
-        path = resolve_data(name, real_data_dir)
+        path = resolve_data(name, public_data)
         first = path.read_text(encoding="utf-8").split("\n", 1)[0]
         if path.suffix == ".csv":
             assert first == "text,label", path

@@ -4,7 +4,6 @@ language check that never calls an English tweet foreign."""
 from __future__ import annotations
 
 import csv
-import os
 import time
 from pathlib import Path
 
@@ -28,13 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 FINANCE_EMOJI = ["🚀", "📈", "📉", "💰", "🤑", "🔥", "🐂", "🐻", "💀", "🩸",
                  "😱", "🔻", "💎", "🙌", "🧻", "📅", "📰", "✅", "❌", "⚠️"]
 
-
-def _data_dir() -> Path:
-    env = os.environ.get("FINSENT_DATA_DIR")
-    root = Path(env) if env else REPO.parent / "shared" / "data"
-    if not (root / "twitter_financial_news" / "validation.csv").is_file():
-        pytest.skip(f"public datasets absent: no twitter_financial_news under {root} (set FINSENT_DATA_DIR)")
-    return root
 
 
 def _texts(path: Path) -> list[str]:
@@ -107,10 +99,10 @@ def test_blank_text() -> None:
     assert normalize("") == "" and normalize(" \t\n ") == ""
 
 
-def test_real_news_changes_only_where_there_are_emoji() -> None:
+def test_real_news_changes_only_where_there_are_emoji(public_data: Path) -> None:
     import emoji
 
-    texts = _texts(_data_dir() / "twitter_financial_news" / "train.csv")
+    texts = _texts(public_data / "twitter_financial_news" / "train.csv")
     changed = [t for t in texts if normalize(t) != " ".join(t.split())]
     assert changed and all(emoji.emoji_count(t) for t in changed)
     assert len(changed) < 0.01 * len(texts)
@@ -267,8 +259,8 @@ def test_detection_is_deterministic() -> None:
     assert detect_language(text) == detect_language(text) and detect_language(text)[0] == "de"
 
 
-def test_english_validation_texts_are_almost_never_flagged() -> None:
-    texts = _texts(_data_dir() / "twitter_financial_news" / "validation.csv")
+def test_english_validation_texts_are_almost_never_flagged(public_data: Path) -> None:
+    texts = _texts(public_data / "twitter_financial_news" / "validation.csv")
     flagged = [t for t in texts if not is_english(t)]
     # 3 of 1,791 when written (0.17%), each of them genuinely French or Spanish
     assert len(flagged) <= 0.002 * len(texts), flagged

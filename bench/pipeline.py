@@ -278,15 +278,38 @@ def profile_report(prof_file: Path, out: Path, header: str, messages: int) -> No
 
     buf = io.StringIO()
     stats = pstats.Stats(str(prof_file), stream=buf)
-    stats.strip_dirs()
     buf.write(
         f"{header}\ncProfile total: {stats.total_tt:.3f} s over {messages} messages "
         f"= {stats.total_tt * 1000 / max(1, messages):.3f} ms/message (profiler overhead included)\n"
     )
+    # self time summed by package: which code (ours, the clients, asyncio) the loop spends itself in
+    by_package: dict[str, float] = {}
+    for (filename, _, _), (_, _, tottime, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        by_package[_package(filename)] = by_package.get(_package(filename), 0.0) + tottime
+    buf.write("\n===== self time by package (us/message, profiled) =====\n")
+    for name, tt in sorted(by_package.items(), key=lambda kv: -kv[1])[:PROFILE_TOP]:
+        buf.write(f"{tt * 1e6 / max(1, messages):9.1f}  {name}\n")
+    stats.strip_dirs()
     for order in ("cumulative", "tottime"):
         buf.write(f"\n===== top {PROFILE_TOP} by {order} =====\n")
         stats.sort_stats(order).print_stats(PROFILE_TOP)
     out.write_text(buf.getvalue())
+
+
+def _package(filename: str) -> str:
+    """``pipeline.worker``, ``aiokafka``, ``asyncio``, ``<built-in>`` ... for a profiled file name."""
+    path = Path(filename)
+    if filename.startswith(("~", "<")):
+        return "<built-in>"
+    parts = path.with_suffix("").parts
+    if str(ROOT) in filename and parts[-2] in ("pipeline", "models"):
+        return f"{parts[-2]}.{parts[-1]}"
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    stdlib = [i for i, part in enumerate(parts) if part.startswith("python3")]
+    if stdlib and stdlib[-1] + 1 < len(parts):  # .../lib/python3.11/asyncio/events -> asyncio
+        return parts[stdlib[-1] + 1]
+    return parts[-1]
 
 
 # --------------------------------------------------------------------------- end to end
@@ -879,7 +902,7 @@ def main() -> None:
                 f"engine {NULL_ENGINE} (bench/pipeline.py --engine null --profile-worker)"
             )
             profile_report(prof_file, args.profile_worker, header, backlog)
-            prof_file.unlink()
+            prof_file.replace(args.profile_worker.with_suffix(".prof"))  # for pstats/snakeviz
             out["profile"] = str(args.profile_worker)
         else:
             log(f"no profile written by the worker ({prof_file})")

@@ -75,6 +75,12 @@ _LEFTOVER = re.compile(f"^[\ufe0e\ufe0f\u200d{_SKIN_TONES}]+")
 _NAME_SEPARATORS = re.compile(r"[_\-:]+")
 # a run: emoji separated by nothing but whitespace
 _RUN_GAP = re.compile(r"\s*")
+# Every emoji holds at least one of these non-ASCII characters (a keycap "1\u20e3" starts with an
+# ASCII digit, so first characters alone would not do). A text with none of them has no emoji,
+# and the emoji package's per-character scan is skipped for it.
+_EMOJI_CHARS = re.compile(
+    "[" + "".join(sorted({re.escape(c) for e in emoji.EMOJI_DATA for c in e if not c.isascii()})) + "]"
+)
 
 
 def emoji_words(chars: str) -> str:
@@ -99,7 +105,7 @@ def _emoji_words(chars: str) -> str:
 def normalize(text: str) -> str:
     """Emoji spelled out as words (repeats capped at :data:`MAX_REPEAT` per run), whitespace
     collapsed; everything else unchanged. Pure, deterministic, idempotent."""
-    if text.isascii():  # no emoji possible: the common case for news, 3x faster
+    if text.isascii() or _EMOJI_CHARS.search(text) is None:  # no emoji: the common case for news
         return " ".join(text.split())
     out = _spell_out(text)
     # removing an emoji can join what was around it into a new one ("0🚀⃣" -> "0⃣", keycap 0):
@@ -163,6 +169,12 @@ ENGLISH_ANCHORS: Final[frozenset[str]] = frozenset({
     "the", "and", "of", "to", "with", "from", "after", "into", "over", "under", "about", "than",
     "this", "that", "who", "what", "how", "why", "its", "are", "was", "will", "have", "own", "says",
     "new", "buy", "sell", "reports", "declares", "results", "shares", "stock", "stocks",
+    # headline and fintwit vocabulary with no homograph in those languages ("sales", "profit",
+    # "week", "falls", "record", "revenue", "dividend", "investor" have one, so they are not here)
+    "beats", "misses", "earnings", "quarter", "outlook", "guidance", "raises", "cuts", "upgraded",
+    "downgraded", "upgrade", "downgrade", "schedules", "posts", "growth", "strong", "weak", "today",
+    "year", "month", "bullish", "bearish", "premarket", "shareholder", "shareholders",
+    "forecasts", "price", "target", "higher", "lower", "surge", "surges", "slides", "jumps",
 })
 
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -185,7 +197,7 @@ def language_text(text: str) -> str:
     """What the language model sees: ``text`` without URLs, emoji, emoji shortcodes, cashtags,
     handles, hashtags and numbers, whitespace collapsed."""
     text = _URL.sub(" ", text)
-    if not text.isascii():  # no emoji in ASCII; the package's scan is a per-character Python loop
+    if not text.isascii() and _EMOJI_CHARS.search(text):  # the package's scan is a per-character loop
         text = emoji.replace_emoji(text, " ")
     text = _SHORTCODE.sub(" ", text)
     text = _TAG.sub(" ", text)
@@ -194,6 +206,8 @@ def language_text(text: str) -> str:
 
 
 def _enough_text(stripped: str) -> bool:
+    if stripped.isascii():  # no CJK: skip the per-character scan
+        return len(_WORD.findall(stripped)) >= MIN_WORDS
     cjk = sum(map(_is_cjk, stripped))
     if cjk >= MIN_CJK:
         return True
@@ -238,7 +252,7 @@ def is_english(text: str, threshold: float = ENGLISH_THRESHOLD) -> bool:
     stripped = _stripped(text)
     # a foreign company name around English words ("Skanska AB reports Q4 results") is English;
     # checked first, since it settles most tweets without running the language model
-    if any(w.lower() in ENGLISH_ANCHORS for w in _WORD.findall(stripped)):
+    if not ENGLISH_ANCHORS.isdisjoint(_WORD.findall(stripped.lower())):
         return True
     ranked = _ranked(text, stripped)
     if ranked is None or ranked[0][0] == "en":

@@ -40,6 +40,7 @@ __all__ = ["WINDOWS_MS", "Aggregator", "Late", "TickerState", "decay", "recomput
 #: Rolling count windows: name -> length in ms. The longest bounds what state must retain.
 WINDOWS_MS: Final[dict[str, int]] = {"5m": 300_000, "1h": 3_600_000, "24h": 86_400_000}
 _MAX_WINDOW_MS: Final[int] = max(WINDOWS_MS.values())
+_5M_MS, _1H_MS, _24H_MS = WINDOWS_MS["5m"], WINDOWS_MS["1h"], WINDOWS_MS["24h"]
 
 # Window-count classes; index into TickerState.times. Any label other than positive/negative
 # (a model with other class names) counts as neutral.
@@ -145,29 +146,29 @@ class TickerState:
     def counts(self, window_ms: int) -> tuple[int, int, int]:
         """(bearish, neutral, bullish) documents with event time in ``(as_of - window_ms, as_of]``."""
         lo = self.as_of - window_ms
-        b, n, u = (len(ts) - bisect_right(ts, lo) for ts in self.times)
-        return b, n, u
+        b, n, u = self.times
+        return len(b) - bisect_right(b, lo), len(n) - bisect_right(n, lo), len(u) - bisect_right(u, lo)
 
     def snapshot(self, now_ms: int) -> TickerScore:
         """The current aggregate as a :class:`TickerScore` (``updated_at = now_ms``)."""
-        c = {name: self.counts(w) for name, w in WINDOWS_MS.items()}
+        c5, c1, c24 = self.counts(_5M_MS), self.counts(_1H_MS), self.counts(_24H_MS)
         s = self.score
         return TickerScore(
             symbol=self.symbol,
             score=s,
             label=score_label(s),
-            n_5m=sum(c["5m"]),
-            n_1h=sum(c["1h"]),
-            n_24h=sum(c["24h"]),
-            bullish_5m=c["5m"][BULLISH],
-            bearish_5m=c["5m"][BEARISH],
-            neutral_5m=c["5m"][NEUTRAL],
-            bullish_1h=c["1h"][BULLISH],
-            bearish_1h=c["1h"][BEARISH],
-            neutral_1h=c["1h"][NEUTRAL],
-            bullish_24h=c["24h"][BULLISH],
-            bearish_24h=c["24h"][BEARISH],
-            neutral_24h=c["24h"][NEUTRAL],
+            n_5m=c5[0] + c5[1] + c5[2],
+            n_1h=c1[0] + c1[1] + c1[2],
+            n_24h=c24[0] + c24[1] + c24[2],
+            bullish_5m=c5[BULLISH],
+            bearish_5m=c5[BEARISH],
+            neutral_5m=c5[NEUTRAL],
+            bullish_1h=c1[BULLISH],
+            bearish_1h=c1[BEARISH],
+            neutral_1h=c1[NEUTRAL],
+            bullish_24h=c24[BULLISH],
+            bearish_24h=c24[BEARISH],
+            neutral_24h=c24[NEUTRAL],
             last_doc_id=self.last_doc_id,
             as_of=self.as_of,
             updated_at=now_ms,

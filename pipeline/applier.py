@@ -37,8 +37,10 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.resources import files
+from operator import attrgetter
 from typing import Any, Literal
 
+import msgpack
 import redis.asyncio as aioredis
 
 from pipeline import metrics
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 # progress, so hitting this bound means a bug, not contention.
 _MAX_CONFLICT_ROUNDS = 100
 _TICKER_FIELDS: tuple[str, ...] = TickerScore.__slots__  # type: ignore[attr-defined]
+_ticker_values = attrgetter(*_TICKER_FIELDS)
 
 
 def commit_script() -> str:
@@ -252,7 +255,8 @@ class Applier:
             prepared.append(outcome)
             args.extend(item_args)
         try:
-            replies = await self.script(keys=[], args=args)
+            # one packed argument: redis-py encodes each argument in Python, dozens per document
+            replies = await self.script(keys=[], args=[msgpack.packb(args, use_bin_type=False)])
         except TRANSIENT_ERRORS as exc:
             # Unknown whether the script ran. Forget the states it may have changed, publish
             # whatever it may have written (recovery checks Kafka first), then run it again:
@@ -313,7 +317,7 @@ class Applier:
 
     def _entry(self, stream: str, effect_id: str, topic: str, key: str, value: bytes) -> OutboxEntry:
         kb = key.encode()
-        partition, scan_from = self.publisher.route(topic, kb)
+        partition, scan_from = self.publisher.route(topic, kb, repeats=topic == self.scores_topic)
         return OutboxEntry(stream, effect_id, topic, partition, kb, value, scan_from)
 
     def _dead_letter_entry(self, stream: str, dl: DeadLetter) -> OutboxEntry:
@@ -335,8 +339,8 @@ class Applier:
             ts_json = u.to_json()
             ticks += [
                 u.symbol, u.seq - 1, st.as_of, repr(st.num), repr(st.den), st.seq, st.last_doc_id,
-                st.model_version, doc.published_at, f"{cls}|{doc.id}", st.as_of - self.agg.retention_ms,
-                u.as_of, ts_json, *(_redis_value(getattr(u, f)) for f in _TICKER_FIELDS),
+                st.model_version, doc.published_at, f"{cls}|{doc.id}", str(st.as_of - self.agg.retention_ms),
+                u.as_of, ts_json, *_redis_values(u),
             ]  # fmt: skip
             entries.append(self._entry(stream, f"score:{u.symbol}:{u.seq}", self.scores_topic, u.symbol, ts_json))
         dead_letter = None
@@ -369,6 +373,8 @@ def _parse_event(member: bytes, score: float) -> list[Any]:
     return [int(score), doc_id, int(cls)]
 
 
-def _redis_value(v: object) -> str | int | float:
-    # floats via repr: exact round trip (redis-py would use repr too; explicit is clearer)
-    return repr(v) if isinstance(v, float) else v  # type: ignore[return-value]
+def _redis_values(u: TickerScore) -> list[str | int]:
+    """The ticker hash's values in ``_TICKER_FIELDS`` order. Floats go as ``repr`` (an exact round
+    trip; a Lua number would be written with 17 digits); integers as integers, which Redis writes
+    exactly."""
+    return [repr(v) if v.__class__ is float else v for v in _ticker_values(u)]

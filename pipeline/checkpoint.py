@@ -225,7 +225,8 @@ class Checkpoint:
 
     def _done(self, part: Part, offset: int) -> None:
         part.done(offset)
-        if self.outstanding < self.max_outstanding:
+        # counting the outstanding messages walks every partition: only while the fetcher waits
+        if not self.room.is_set() and self.outstanding < self.max_outstanding:
             self.room.set()
 
     # ------------------------------------------------------------------ commits

@@ -1,6 +1,7 @@
 -- finsent's commit point: applies a round of work items atomically (see pipeline/applier.py).
 --
--- ARGV layout (all strings):
+-- ARGV[1] is one msgpack array (packed by the applier: one argument instead of dozens per document,
+-- because redis-py encodes every argument in Python). Its layout (strings and integers):
 --   prefix, history_len, doc_ttl_s, n_fields, field_1..field_n, n_items, items...
 -- item "D" (document): doc_id, text_hash, n_ticks, n_late, n_entries, stream,
 --   ticks: symbol, expected_seq, as_of, num, den, seq, last_doc_id, model_version,
@@ -9,33 +10,34 @@
 --   entries: effect_id, topic, partition, key, value, scan_from
 -- item "L" (dead letter): guard_suffix, stream, message fingerprint, one entry
 -- Returns per item {status, entry ids...}; status: ok | dup | dupid | conflict.
-local P = ARGV[1]
-local hist_len = tonumber(ARGV[2])
-local ttl = ARGV[3]
-local nf = tonumber(ARGV[4])
+local A = cmsgpack.unpack(ARGV[1])
+local P = A[1]
+local hist_len = tonumber(A[2])
+local ttl = A[3]
+local nf = tonumber(A[4])
 local fields = {}
-for i = 1, nf do fields[i] = ARGV[4 + i] end
+for i = 1, nf do fields[i] = A[4 + i] end
 local pos = 5 + nf
-local nitems = tonumber(ARGV[pos])
+local nitems = tonumber(A[pos])
 pos = pos + 1
 local tick_size = 13 + nf
 local tainted = {}
 local out = {}
 
 local function xadd(stream, i)
-  return redis.call('XADD', stream, '*', 'e', ARGV[i], 't', ARGV[i + 1], 'p', ARGV[i + 2],
-                    'k', ARGV[i + 3], 'v', ARGV[i + 4], 'o', ARGV[i + 5])
+  return redis.call('XADD', stream, '*', 'e', A[i], 't', A[i + 1], 'p', A[i + 2],
+                    'k', A[i + 3], 'v', A[i + 4], 'o', A[i + 5])
 end
 
 for it = 1, nitems do
-  local kind = ARGV[pos]
+  local kind = A[pos]
   if kind == 'D' then
-    local doc_key = P .. 'doc:' .. ARGV[pos + 1]
-    local hash = ARGV[pos + 2]
-    local nt = tonumber(ARGV[pos + 3])
-    local nl = tonumber(ARGV[pos + 4])
-    local ne = tonumber(ARGV[pos + 5])
-    local stream = ARGV[pos + 6]
+    local doc_key = P .. 'doc:' .. A[pos + 1]
+    local hash = A[pos + 2]
+    local nt = tonumber(A[pos + 3])
+    local nl = tonumber(A[pos + 4])
+    local ne = tonumber(A[pos + 5])
+    local stream = A[pos + 6]
     local tpos = pos + 7
     local lpos = tpos + nt * tick_size
     local epos = lpos + nl
@@ -46,36 +48,36 @@ for it = 1, nitems do
     else
       for t = 0, nt - 1 do
         local b = tpos + t * tick_size
-        local sym = ARGV[b]
+        local sym = A[b]
         if tainted[sym] then status = 'conflict' break end
         local cur = tonumber(redis.call('HGET', P .. 'state:' .. sym, 'seq') or '0')
-        if cur ~= tonumber(ARGV[b + 1]) then status = 'conflict' break end
+        if cur ~= tonumber(A[b + 1]) then status = 'conflict' break end
       end
       -- "late" was decided on the cached state, which a failed earlier item may have advanced
       for l = 0, nl - 1 do
-        if tainted[ARGV[lpos + l]] then status = 'conflict' break end
+        if tainted[A[lpos + l]] then status = 'conflict' break end
       end
     end
     if status == 'ok' then
       for t = 0, nt - 1 do
         local b = tpos + t * tick_size
-        local sym = ARGV[b]
+        local sym = A[b]
         local sk = P .. 'state:' .. sym
-        redis.call('HSET', sk, 'symbol', sym, 'as_of', ARGV[b + 2], 'num', ARGV[b + 3], 'den', ARGV[b + 4],
-                   'seq', ARGV[b + 5], 'last_doc_id', ARGV[b + 6], 'model_version', ARGV[b + 7])
-        redis.call('ZADD', sk .. ':events', ARGV[b + 8], ARGV[b + 9])
-        redis.call('ZREMRANGEBYSCORE', sk .. ':events', '-inf', '(' .. ARGV[b + 10])
+        redis.call('HSET', sk, 'symbol', sym, 'as_of', A[b + 2], 'num', A[b + 3], 'den', A[b + 4],
+                   'seq', A[b + 5], 'last_doc_id', A[b + 6], 'model_version', A[b + 7])
+        redis.call('ZADD', sk .. ':events', A[b + 8], A[b + 9])
+        redis.call('ZREMRANGEBYSCORE', sk .. ':events', '-inf', '(' .. A[b + 10])
         local hk = P .. 'ticker:' .. sym
         local hv = {}
         for f = 1, nf do
           hv[2 * f - 1] = fields[f]
-          hv[2 * f] = ARGV[b + 12 + f]
+          hv[2 * f] = A[b + 12 + f]
         end
         redis.call('HSET', hk, unpack(hv))
-        redis.call('ZADD', hk .. ':history', ARGV[b + 11], ARGV[b + 12])
+        redis.call('ZADD', hk .. ':history', A[b + 11], A[b + 12])
         redis.call('ZREMRANGEBYRANK', hk .. ':history', 0, -hist_len - 1)
         redis.call('SADD', P .. 'tickers', sym)
-        redis.call('PUBLISH', P .. 'updates', ARGV[b + 12])
+        redis.call('PUBLISH', P .. 'updates', A[b + 12])
       end
       redis.call('SET', doc_key, hash, 'EX', ttl)
       redis.call('INCR', P .. 'applied')
@@ -84,19 +86,19 @@ for it = 1, nitems do
       out[it] = res
     else
       -- this call's later items must not build on a state this item did not write
-      for t = 0, nt - 1 do tainted[ARGV[tpos + t * tick_size]] = true end
+      for t = 0, nt - 1 do tainted[A[tpos + t * tick_size]] = true end
       out[it] = {status}
     end
     pos = epos + 6 * ne
   elseif kind == 'L' then
-    local stream = ARGV[pos + 2]
-    local guard = P .. ARGV[pos + 1]
+    local stream = A[pos + 2]
+    local guard = P .. A[pos + 1]
     local seen = redis.call('GET', guard)
     -- '1': a guard written before guards held the message's fingerprint
-    if seen == ARGV[pos + 3] or seen == '1' then
+    if seen == A[pos + 3] or seen == '1' then
       out[it] = {'dup'}
     else
-      redis.call('SET', guard, ARGV[pos + 3], 'EX', ttl)
+      redis.call('SET', guard, A[pos + 3], 'EX', ttl)
       out[it] = {'ok', xadd(stream, pos + 4)}
     end
     pos = pos + 10

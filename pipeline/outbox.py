@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ EFFECT_HEADER = "finsent-effect-id"
 # The scanner stops at the high watermark of a fetch response; for a partition with nothing new
 # that answer comes only when the broker's long poll ends, so keep both waits short.
 _SCAN_POLL_MS = 50
+_MAX_ROUTES = 100_000  # cached partitions of repeating keys (symbols)
 
 
 @dataclass(slots=True)
@@ -110,6 +112,7 @@ class OutboxPublisher:
         #: per output partition, an offset <= its current end (refreshed from acks)
         self.ends: dict[TopicPartition, int] = {}
         self._claimed: set[str] = set()
+        self._routes: dict[tuple[str, bytes], int] = {}
         self._scanner: AIOKafkaConsumer | None = None
         self._scanner_lock = asyncio.Lock()  # one assignment of the scanner at a time
 
@@ -135,10 +138,17 @@ class OutboxPublisher:
             await self._scanner.stop()
             self._scanner = None
 
-    def route(self, topic: str, key: bytes) -> tuple[int, int]:
+    def route(self, topic: str, key: bytes, *, repeats: bool = False) -> tuple[int, int]:
         """``(partition, scan_from)`` for a record: the default Kafka partitioner (murmur2 of
-        the key, as the Java client and aiokafka do), and that partition's known end offset."""
-        partition = (murmur2(key) & 0x7FFFFFFF) % self.partitions[topic]
+        the key, as the Java client and aiokafka do), and that partition's known end offset.
+        ``repeats``: the key comes back often (a ticker symbol), so its partition is cached
+        (murmur2 is pure Python)."""
+        if not repeats:
+            partition = (murmur2(key) & 0x7FFFFFFF) % self.partitions[topic]
+        elif (partition := self._routes.get((topic, key), -1)) < 0:
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
+            partition = self._routes[(topic, key)] = (murmur2(key) & 0x7FFFFFFF) % self.partitions[topic]
         return partition, self.ends[TopicPartition(topic, partition)]
 
     def claim(self, entries: Iterable[OutboxEntry]) -> None:
@@ -172,32 +182,21 @@ class OutboxPublisher:
                 pending = [e for e in pending if e.effect_id not in found]
                 if not pending:
                     return skipped
-            futures: list[asyncio.Future[Any] | BaseException] = []
-            for e in pending:
-                try:
-                    headers = [(EFFECT_HEADER, e.effect_id.encode())]
-                    futures.append(
-                        await self.producer.send(e.topic, e.value, key=e.key, partition=e.partition, headers=headers)
-                    )
-                except TRANSIENT_ERRORS as exc:
-                    futures.append(exc)
-            results = await asyncio.gather(
-                *(f for f in futures if not isinstance(f, BaseException)), return_exceptions=True
-            )
-            it = iter(results)
             failed: list[OutboxEntry] = []
             error: BaseException | None = None
-            for e, f in zip(pending, futures, strict=True):
-                r = f if isinstance(f, BaseException) else next(it)
+            acked: Counter[str] = Counter()
+            for (topic, partition), chunk, r in await self._send(pending):
                 if isinstance(r, BaseException):
                     if not isinstance(r, TRANSIENT_ERRORS):
                         raise r
-                    failed.append(e)
+                    failed.extend(chunk)
                     error = r
-                else:
-                    tp = TopicPartition(e.topic, e.partition)
-                    self.ends[tp] = max(self.ends.get(tp, 0), r.offset + 1)
-                    metrics.MESSAGES_OUT.labels(e.topic).inc()
+                else:  # r: the metadata of the chunk's first record
+                    tp = TopicPartition(topic, partition)
+                    self.ends[tp] = max(self.ends.get(tp, 0), r.offset + len(chunk))
+                    acked[topic] += len(chunk)
+            for topic, n in acked.items():
+                metrics.MESSAGES_OUT.labels(topic).inc(n)
             pending = failed
             if pending:
                 # Some sends may have reached the broker without an ack: check before resending.
@@ -209,6 +208,39 @@ class OutboxPublisher:
                 await asyncio.sleep(delay)
                 delay = min(5.0, delay * 2)
         return skipped
+
+    async def _send(
+        self, entries: Sequence[OutboxEntry]
+    ) -> list[tuple[tuple[str, int], list[OutboxEntry], Any]]:
+        """Produce ``entries`` as record batches, one or more per target partition, and wait for
+        them: ``(topic, partition), chunk, metadata or exception`` per batch. Batches, not one
+        ``send`` per record: a record's own future and bookkeeping cost more event-loop time
+        than its bytes (entries of one partition keep their order)."""
+        by_tp: dict[tuple[str, int], list[OutboxEntry]] = {}
+        for e in entries:
+            by_tp.setdefault((e.topic, e.partition), []).append(e)
+        sent: list[tuple[tuple[str, int], list[OutboxEntry], Any]] = []
+
+        async def submit(tp: tuple[str, int], batch: Any, chunk: list[OutboxEntry]) -> None:
+            try:
+                fut: Any = await self.producer.send_batch(batch, tp[0], partition=tp[1])
+            except TRANSIENT_ERRORS as exc:
+                fut = exc
+            sent.append((tp, chunk, fut))
+
+        for tp, group in by_tp.items():
+            batch, chunk = self.producer.create_batch(), []
+            for e in group:
+                headers = [(EFFECT_HEADER, e.effect_id.encode())]
+                if batch.append(key=e.key, value=e.value, timestamp=None, headers=headers) is None:
+                    await submit(tp, batch, chunk)  # full: the record opens the next batch
+                    batch, chunk = self.producer.create_batch(), []
+                    batch.append(key=e.key, value=e.value, timestamp=None, headers=headers)
+                chunk.append(e)
+            await submit(tp, batch, chunk)
+        futures = [f for _, _, f in sent if not isinstance(f, BaseException)]
+        results = iter(await asyncio.gather(*futures, return_exceptions=True))
+        return [(tp, chunk, f if isinstance(f, BaseException) else next(results)) for tp, chunk, f in sent]
 
     async def delete(self, entries: Sequence[OutboxEntry]) -> None:
         """XDEL acknowledged entries and release their claims (retries on Redis errors)."""

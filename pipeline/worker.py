@@ -74,6 +74,9 @@ log = logging.getLogger(__name__)
 #: clients: a quarter, at most this.
 CLOSE_RESERVE_S = 10.0
 _APPLY_ROUND = 512  # most work items per apply script call
+# The outbox sends a round's records of one partition as record batches of up to this size: fewer,
+# larger produce requests (half of Kafka's default message.max.bytes, so a broker accepts them).
+_PRODUCE_BATCH_BYTES = 512 * 1024
 
 
 def wall_ms() -> int:
@@ -233,7 +236,9 @@ class Worker:
         all_topics = [*self.input_topics, self.documents_topic, self.scores_topic, self.dlq_topic]
         if s.create_missing_topics:
             await retry(lambda: create_topics(s, all_topics, s.partitions), "create topics")
-        self._producer = kafka_producer(s, enable_idempotence=False, acks="all", linger_ms=2)
+        self._producer = kafka_producer(
+            s, enable_idempotence=False, acks="all", linger_ms=2, max_batch_size=_PRODUCE_BATCH_BYTES
+        )
         await retry(self._producer.start, f"Kafka producer start ({s.bootstrap})")
         self._publisher = OutboxPublisher(
             self._producer, self._redis, s, [self.documents_topic, self.scores_topic, self.dlq_topic]
@@ -445,11 +450,11 @@ class Worker:
         fresh: list[_Msg] = []
         for tp, records in batches.items():
             kind = self.input_topics[tp.topic]
+            metrics.MESSAGES_IN.labels(tp.topic).inc(len(records))
             for r in records:
                 part = self._checkpoint.track(tp, r.offset)
                 if part is None:  # revoked while the poll returned
                     break
-                metrics.MESSAGES_IN.labels(tp.topic).inc()
                 raw = r.value if r.value is not None else b""
                 # ingest time: the record's Kafka timestamp, unless it is in the future (a
                 # producer clock ahead of ours, or a producer that stamps event time)

@@ -334,12 +334,15 @@ async def test_lost_produce_ack_is_checked_before_resending(env: Env) -> None:
     losses = len(o.entries)  # the first attempt loses every ack
 
     class AckLosingProducer:
-        async def send(self, topic: str, value: bytes, **kw: object) -> asyncio.Future:
+        def create_batch(self) -> object:
+            return real.create_batch()
+
+        async def send_batch(self, batch: object, topic: str, **kw: object) -> asyncio.Future:
             nonlocal losses
-            fut = await real.send(topic, value, **kw)
-            if not losses:
+            fut = await real.send_batch(batch, topic, **kw)
+            if losses <= 0:
                 return fut
-            losses -= 1
+            losses -= batch.record_count()  # type: ignore[attr-defined]
             await fut  # written...
             failed: asyncio.Future = asyncio.get_running_loop().create_future()
             failed.set_exception(KafkaTimeoutError("no ack"))  # ...but reported as failed

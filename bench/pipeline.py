@@ -126,6 +126,37 @@ def thread_cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int | None) -> list[int]:
+    """``pid`` and its descendants (``finsent worker --processes N``: the supervisor and its N
+    workers), from /proc; [] when ``pid`` is None."""
+    if pid is None:
+        return []
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def tree_cpu_seconds(pid: int | None) -> tuple[float | None, float | None]:
+    """(CPU seconds of ``pid``'s process tree, CPU seconds of the event-loop threads in it): the
+    main thread of every worker process (the tree's leaves; with one process, ``pid`` itself)."""
+    tree = process_tree(pid)
+    if not tree:
+        return None, None
+    leaves = [p for p in tree if not Path(f"/proc/{p}/task/{p}/children").exists()
+              or not Path(f"/proc/{p}/task/{p}/children").read_text().split()]  # fmt: skip
+    total = [cpu_seconds(p) for p in tree]
+    loops = [thread_cpu_seconds(p) for p in leaves]
+    if None in total or None in loops:
+        return None, None
+    return sum(total), sum(loops)  # type: ignore[arg-type]
+
+
 def redis_pid(url: str) -> int | None:
     """The pid of the Redis server at ``url`` when it runs on this machine (INFO server)."""
     import redis
@@ -241,14 +272,22 @@ class NullEngine:
         return self.run(texts)
 
 
-def null_worker(settings_json: str, profile_out: str | None) -> None:
+def null_worker(settings_json: str, profile_out: str | None, processes: int = 1) -> None:
     """The child process of ``--engine null``: ``Worker(settings, engine=NullEngine(...))`` until
     SIGTERM. With ``profile_out``, SIGUSR2 starts cProfile on the event-loop thread and a second
-    SIGUSR2 stops it and writes the stats there (the bench brackets the backlog drain with them)."""
+    SIGUSR2 stops it and writes the stats there (the bench brackets the backlog drain with them).
+    With ``processes`` > 1, the supervisor of ``finsent worker --processes`` runs that many."""
     import logging
 
     from pipeline.settings import Settings
     from pipeline.worker import Worker
+
+    if processes > 1:
+        from pipeline.supervisor import run_processes
+
+        program = [sys.executable, str(Path(__file__).resolve())]
+        sys.exit(run_processes(processes, ["--null-worker", settings_json], metrics_port=0, grace_s=60,
+                               program=program))  # fmt: skip
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(**orjson.loads(settings_json))
@@ -519,11 +558,11 @@ class Bench:
             if self.profile and self.proc is not None:
                 self.proc.send_signal(signal.SIGUSR2)  # profiling on
             cpu0 = {k: cpu_seconds(pid) for k, pid in procs.items()}
-            loop0 = thread_cpu_seconds(procs["worker"])
+            cpu0["worker"], loop0 = tree_cpu_seconds(procs["worker"])
             ids = await self.burst("backlog", backlog)
             await self.wait_applied(ids, max(60.0, backlog / 20), "backlog")
             cpu1 = {k: cpu_seconds(pid) for k, pid in procs.items()}
-            loop1 = thread_cpu_seconds(procs["worker"])
+            cpu1["worker"], loop1 = tree_cpu_seconds(procs["worker"])
             if self.profile and self.proc is not None:
                 self.proc.send_signal(signal.SIGUSR2)  # profiling off, stats written
             times = sorted(self.t.applied[i] for i in ids if i in self.t.applied)
@@ -678,8 +717,15 @@ def main() -> None:
         default=None,
         help="with --engine null: cProfile the worker's event loop during the backlog drain; top functions to this file",
     )
+    ap.add_argument(
+        "--processes", type=int, default=1,
+        help="worker processes in the group (finsent worker --processes N); CPU figures sum them",
+    )  # fmt: skip
     ap.add_argument("--null-worker", default=None, help=argparse.SUPPRESS)  # the --engine null child
     ap.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
+    # what the supervisor passes each child (unused by the null child: no metrics, one log)
+    ap.add_argument("--metrics-port", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--process-index", default=None, help=argparse.SUPPRESS)
     ap.add_argument(
         "--e2e-timeout",
         type=float,
@@ -688,11 +734,13 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.null_worker is not None:
-        null_worker(args.null_worker, args.profile_out)
+        null_worker(args.null_worker, args.profile_out, args.processes)
         return
     null = args.engine == "null"
     if args.profile_worker and not null:
         ap.error("--profile-worker needs --engine null")
+    if args.profile_worker and args.processes > 1:
+        ap.error("--profile-worker profiles one process: leave --processes at 1")
     backlog = args.backlog or (300 if args.quick else 3000)
     duration = args.duration or (3.0 if args.quick else 20.0)
     fractions = [
@@ -766,6 +814,8 @@ def main() -> None:
                 "--null-worker",
                 orjson.dumps(child).decode(),
             ]
+            if args.processes > 1:
+                cmd += ["--processes", str(args.processes)]
             if args.profile_worker:
                 prof_file = args.profile_worker.with_suffix(".prof.tmp")
                 prof_file.unlink(missing_ok=True)
@@ -799,6 +849,8 @@ def main() -> None:
             ]
             if args.rule:
                 cmd += ["--rule", args.rule]
+            if args.processes > 1:
+                cmd += ["--processes", str(args.processes)]
         try:
             pids = {"broker": broker.pid, "redis": redis_pid(redis_url)}
             bench = Bench(s, messages, cmd, env, pids, profile=prof_file is not None)
@@ -877,9 +929,9 @@ def main() -> None:
         else {"version": model.config.version, "dir": str(model_dir), "source": model_source},
         "setup": {
             "latency": "first PUBLISH finsent:updates for the doc received by the bench - producer send, same process",
-            "worker": "one `finsent worker` child process"
-            if not null
-            else "one child process running pipeline.worker.Worker(settings, engine=NullEngine(...))",
+            "worker": ("one `finsent worker` child process" if not null
+                       else "one child process running pipeline.worker.Worker(settings, engine=NullEngine(...))"),
+            "processes": args.processes,  # > 1: a supervisor (pipeline/supervisor.py) and this many workers
             "namespace": settings.namespace,
             "bootstrap": bootstrap,
             "partitions": settings.partitions,

@@ -458,7 +458,7 @@ def eval_tagger(
 # ------------------------------------------------------------------ streaming: worker, produce, demo
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, tag: str | None = None) -> None:
     import logging
     import re
     import time
@@ -486,7 +486,8 @@ def _logging(level: str) -> None:
                 record.args = ()
             return True
 
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    where = f" {tag}" if tag else ""  # which of several worker processes (--processes) logged it
+    logging.basicConfig(level=level.upper(), format=f"%(asctime)s{where} %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
     for handler in logging.getLogger().handlers:
         handler.addFilter(Repeats())
@@ -544,22 +545,35 @@ def worker(
         "--startup-timeout", help="seconds to wait at start-up for Kafka and Redis to answer before exiting 1 "
         "(default FINSENT_STARTUP_TIMEOUT_S, 30)")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
+    processes: Annotated[int, typer.Option(
+        min=1, help="run this many worker processes in the consumer group (each with its own model and "
+        "event loop; metrics on --metrics-port + i); input topics need at least this many partitions")] = 1,
+    process_index: Annotated[int | None, typer.Option(hidden=True)] = None,  # set by --processes for its children
 ) -> None:
     """Run the streaming worker: consume news/tweets, score, aggregate, write Redis and Kafka.
 
     Runs until SIGTERM or Ctrl-C, then stops fetching, drains what is in flight and commits.
+    With --processes N, N such workers share the input partitions through Kafka's consumer
+    group (docs/operations.md#sizing); one that fails stops the others (exit 1).
     """
     import asyncio
 
     from pipeline.retry import CREDENTIAL_ERRORS
     from pipeline.worker import Worker
 
-    _logging(log_level)
+    _logging(log_level, tag=None if process_index is None else f"worker-{process_index}")
     settings = _settings(bootstrap=bootstrap, redis_url=redis_url, namespace=namespace, group_id=group_id,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, metrics_port=metrics_port,
                          model_dir=model, exit_rule=rule, tagger=tagger, session_timeout_ms=session_timeout_ms,
                          startup_timeout_s=startup_timeout)
     _wait_for_servers(settings)
+    if processes > 1:
+        import sys
+
+        from pipeline.supervisor import run_processes
+
+        grace = settings.stop_timeout_s + 15  # each child's own shutdown deadline, and its watchdog
+        raise typer.Exit(run_processes(processes, sys.argv[1:], metrics_port=settings.metrics_port, grace_s=grace))
     try:
         asyncio.run(Worker(settings).run(handle_signals=True))
     except (OSError, ValueError) as exc:  # missing model files, a taken metrics port, bad settings

@@ -220,6 +220,7 @@ def spawn_worker(
     session_timeout_ms: int = 6000,
     metrics_port: int = 0,
     threads: int | None = None,
+    processes: int = 1,
 ) -> subprocess.Popen[bytes]:
     """``finsent worker`` as a child process with ``s``'s Kafka/Redis/namespace/group/batch,
     appending its log to ``log_path``; the child gets SIGTERM if this process dies."""
@@ -238,6 +239,8 @@ def spawn_worker(
         cmd += ["--model", str(model_dir)]
     if rule:
         cmd += ["--rule", rule]
+    if processes != 1:
+        cmd += ["--processes", str(processes)]
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT,

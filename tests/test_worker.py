@@ -339,6 +339,111 @@ def test_sigkill_mid_stream_then_restart_is_exact(
           + "; ".join(line.split(": ", 1)[-1] for line in log.splitlines() if "recover" in line or "assigned" in line))
 
 
+# ---------------------------------------------------------------------------- --processes N
+
+N_PROCESSES_MSGS = 400
+
+
+def _run_to_completion(s: Settings, msgs: list[tuple[str, bytes]], log_path: Path, processes: int) -> Outputs:
+    """``finsent worker [--processes N]`` over ``msgs`` in a fresh namespace until every message is
+    applied and published, then SIGTERM; the outputs."""
+    keys = Keys(s.namespace)
+    r = redis.Redis.from_url(s.redis_url)
+    topics = [s.topic(t) for t in (s.news_topic, s.tweets_topic, s.documents_topic, s.scores_topic, s.dlq_topic)]
+    asyncio.run(create_topics(s.bootstrap, topics, s.partitions))
+    asyncio.run(produce(s, msgs))
+    proc = spawn_worker(s, log_path, model_dir=MODEL_DIR, processes=processes)
+    try:
+        _wait(lambda: int(r.get(keys.applied) or 0) >= len(msgs), 180, "every document", proc, log_path)
+        out_keys = [keys.outbox(t, p) for t in topics[:2] for p in range(s.partitions)]
+        _wait(lambda: sum(r.xlen(k) for k in out_keys) == 0, 30, "empty outboxes", proc, log_path)
+        time.sleep(1.5)  # > commit interval
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, f"graceful stop failed:\n{log_path.read_text()[-3000:]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        r.close()
+    assert asyncio.run(_group_lag(s)) == 0
+    return asyncio.run(collect(s))
+
+
+def test_two_processes_share_the_stream_and_equal_one_worker(
+    broker: EmbeddedBroker, redis_server_url: str, tmp_path: Path
+) -> None:
+    """``finsent worker --processes 2``: both processes consume (Kafka splits the partitions), no
+    message is lost or applied twice, and every ticker ends where one worker leaves it."""
+    import uuid
+
+    msgs = [valid_message(i, "procs") for i in range(N_PROCESSES_MSGS)]
+    runs: dict[int, tuple[Outputs, str]] = {}
+    for processes in (2, 1):
+        ns = f"test.procs{processes}.{uuid.uuid4().hex[:8]}."
+        # one text per engine batch: a float32 score depends on the batch it ran in (~1e-7), and
+        # the two runs batch differently; alone, a text scores the same bits in both
+        s = make_settings(broker.bootstrap, redis_server_url, ns).model_copy(update={"max_batch": 1})
+        log_path = tmp_path / f"worker{processes}.log"
+        try:
+            runs[processes] = (_run_to_completion(s, msgs, log_path, processes), log_path.read_text())
+        finally:
+            delete_keys_with_prefix(redis_server_url, ns)
+    (two, log2), (one, _) = runs[2], runs[1]
+    assert_exactly_once(two, N_PROCESSES_MSGS)
+    assert_exactly_once(one, N_PROCESSES_MSGS)
+    # both processes applied documents: "worker stopped (applied N, ...)" per tagged process
+    applied = {}
+    for line in log2.splitlines():
+        if "worker stopped (applied" in line:
+            tag = next(w for w in line.split() if w.startswith("worker-"))
+            applied[tag] = int(line.split("worker stopped (applied ")[1].split(",")[0])
+    assert set(applied) == {"worker-0", "worker-1"} and all(applied.values()), applied
+    assert sum(applied.values()) == N_PROCESSES_MSGS
+    # the same documents (scores included) and the same per-ticker results as one worker
+    def by_id(out: Outputs) -> dict[str, tuple]:
+        docs = (ScoredDocument.from_json(d.value) for d in out.documents)
+        return {d.id: (d.label, d.score, tuple(t.symbol for t in d.tickers)) for d in docs}
+
+    assert by_id(two) == by_id(one)
+    assert set(two.tickers) == set(one.tickers) >= set(SYMBOLS)
+    for sym, h in one.tickers.items():
+        got, want = TickerScore.from_fields(two.tickers[sym]), TickerScore.from_fields(h)
+        assert got.score == pytest.approx(want.score, abs=1e-9), sym  # summed in another order
+        for f in ("label", "n_5m", "n_1h", "n_24h", "bullish_24h", "bearish_24h", "neutral_24h",
+                  "as_of", "seq", "model_version"):  # fmt: skip
+            assert getattr(got, f) == getattr(want, f), (sym, f)
+
+
+def test_a_failing_process_stops_the_others(broker: EmbeddedBroker, redis_url: str, ns: str, tmp_path: Path) -> None:
+    """Child 1 cannot serve its metrics (its port is taken): the supervisor stops child 0 and exits 1,
+    so an orchestrator restarts the set instead of running at half strength unnoticed."""
+    import socket
+
+    from pipeline.supervisor import child_args
+
+    assert child_args(["worker", "--processes", "3", "--namespace", "x"], 2, 9100) == [
+        "worker", "--namespace", "x", "--metrics-port", "9102", "--process-index", "2"]  # fmt: skip
+    assert child_args(["worker", "--processes=2"], 0, 0)[-4:] == ["--metrics-port", "0", "--process-index", "0"]
+    s = make_settings(broker.bootstrap, redis_url, ns)
+    taken = socket.socket()
+    taken.bind(("0.0.0.0", 0))  # prometheus-client serves on every interface
+    taken.listen()
+    port = taken.getsockname()[1]
+    with socket.socket() as free:
+        free.bind(("0.0.0.0", port - 1))
+    log_path = tmp_path / "procs.log"
+    proc = spawn_worker(s, log_path, model_dir=MODEL_DIR, processes=2, metrics_port=port - 1)
+    try:
+        assert proc.wait(120) == 1, log_path.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        taken.close()
+    log = log_path.read_text()
+    assert f"cannot serve metrics on port {port}" in log
+    assert "stopping the others" in log
+
+
 # ---------------------------------------------------------------------------- a rebalance
 
 

@@ -9,7 +9,11 @@ For each ticker the aggregator keeps
 
   over documents with ``t_i <= t``, reported at ``t = as_of`` (the ticker's latest event time);
 * counts of bullish / bearish / neutral documents in the rolling windows 5m, 1h and 24h,
-  each window being ``(as_of - W, as_of]``.
+  each window being ``(as_of - W, as_of]``, and the distinct stories among the last hour's.
+
+A document's relevance is scaled by its ``novelty`` (:mod:`pipeline.novelty`: 1 for a story's
+first document, ``0.75 ** k`` for its k-th repeat), unless the aggregator is built with
+``novelty_weighting=False``: one headline retweeted 50 times weighs what ~4 documents do, not 50.
 
 Numerics: the two sums are stored *referenced to as_of*, i.e. ``num = sum r_i s_i 2^-(as_of-t_i)/H``
 and ``den = sum r_i 2^-(as_of-t_i)/H``. The common factor ``2^-(t-as_of)/H`` cancels in the ratio,
@@ -82,7 +86,7 @@ class TickerState:
         num, den: decayed sums ``sum r s 2^-(as_of-t)/H`` and ``sum r 2^-(as_of-t)/H``.
         seq: documents applied so far (never decreases; pruning does not touch it).
         last_doc_id, model_version: of the most recently applied document.
-        events: ``(t_ms, doc_id, class)`` sorted, for documents with
+        events: ``(t_ms, doc_id, class, story_id)`` sorted, for documents with
             ``t >= as_of - retention_ms``; used for window counts and de-duplication.
         times: per class (BEARISH, NEUTRAL, BULLISH), the sorted event times of ``events``;
             derived, so window counts are two bisections instead of a scan.
@@ -95,7 +99,7 @@ class TickerState:
     seq: int = 0
     last_doc_id: str = ""
     model_version: str = ""
-    events: list[tuple[int, str, int]] = field(default_factory=list)
+    events: list[tuple[int, str, int, str]] = field(default_factory=list)
     times: tuple[list[int], list[int], list[int]] = field(default_factory=lambda: ([], [], []))
 
     @property
@@ -119,6 +123,7 @@ class TickerState:
         relevance: float,
         half_life_ms: float,
         retention_ms: int,
+        story_id: str | None = None,
     ) -> None:
         """Fold one document in. The caller has checked it is neither late nor a duplicate."""
         if t_ms > self.as_of:
@@ -132,7 +137,7 @@ class TickerState:
         self.num += w * score
         self.den += w
         self.seq += 1
-        insort(self.events, (t_ms, doc_id, cls))
+        insort(self.events, (t_ms, doc_id, cls, story_id or doc_id))
         insort(self.times[cls], t_ms)
 
     def prune(self, retention_ms: int) -> None:
@@ -152,6 +157,7 @@ class TickerState:
     def snapshot(self, now_ms: int) -> TickerScore:
         """The current aggregate as a :class:`TickerScore` (``updated_at = now_ms``)."""
         c5, c1, c24 = self.counts(_5M_MS), self.counts(_1H_MS), self.counts(_24H_MS)
+        hour = self.events[bisect_left(self.events, (self.as_of - _1H_MS + 1,)) :]
         s = self.score
         return TickerScore(
             symbol=self.symbol,
@@ -174,6 +180,7 @@ class TickerState:
             updated_at=now_ms,
             model_version=self.model_version,
             seq=self.seq,
+            stories_1h=len({e[3] for e in hour}),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,9 +198,10 @@ class TickerState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TickerState:
-        events = sorted((int(t), str(i), int(c)) for t, i, c in d["events"])
+        # a 3-element event was stored before stories were recorded: its own story
+        events = sorted((int(e[0]), str(e[1]), int(e[2]), str(e[3] if len(e) > 3 else e[1])) for e in d["events"])
         times: tuple[list[int], list[int], list[int]] = ([], [], [])
-        for t, _, c in events:  # events are sorted, so each list comes out sorted
+        for t, _, c, _ in events:  # events are sorted, so each list comes out sorted
             times[c].append(t)
         return cls(
             symbol=d["symbol"],
@@ -208,16 +216,18 @@ class TickerState:
         )
 
 
-def _links(doc: ScoredDocument) -> dict[str, float]:
-    """symbol -> relevance; a symbol linked twice (cashtag and name) counts once, at its best.
-    Nothing for a document kept out of the aggregates (``aggregated`` False: not an aggregated
-    language)."""
+def _links(doc: ScoredDocument, novelty_weighting: bool = True) -> dict[str, float]:
+    """symbol -> weight: the link's relevance (a symbol linked twice, cashtag and name, counts
+    once, at its best), times the document's novelty when ``novelty_weighting``. Nothing for a
+    document kept out of the aggregates (``aggregated`` False: not an aggregated language)."""
     out: dict[str, float] = {}
     if not doc.aggregated:
         return out
     for link in doc.tickers:
         if link.relevance > out.get(link.symbol, 0.0):
             out[link.symbol] = link.relevance
+    if novelty_weighting and doc.novelty != 1.0:
+        return {sym: r * doc.novelty for sym, r in out.items()}
     return out
 
 
@@ -228,9 +238,11 @@ class Aggregator:
         half_life_s: half-life of the decayed score, seconds (> 0).
         lateness_s: how far (event time, seconds) behind a ticker's as_of a document may be
             and still be applied (>= 0).
+        novelty_weighting: scale each document's weight by its novelty (a repeated story
+            counts less); False: every document counts fully, as before stories existed.
     """
 
-    def __init__(self, half_life_s: float, lateness_s: float) -> None:
+    def __init__(self, half_life_s: float, lateness_s: float, novelty_weighting: bool = True) -> None:
         if not (half_life_s > 0 and math.isfinite(half_life_s)):
             raise ValueError(f"half_life_s must be > 0, got {half_life_s!r}")
         if not (lateness_s >= 0 and math.isfinite(lateness_s)):
@@ -241,6 +253,7 @@ class Aggregator:
         self.lateness_ms = round(self.lateness_s * 1000)
         # Anything older than this behind as_of is outside every window and would be late anyway.
         self.retention_ms = _MAX_WINDOW_MS + self.lateness_ms
+        self.novelty_weighting = novelty_weighting
         self.tickers: dict[str, TickerState] = {}
 
     def apply(self, doc: ScoredDocument, now_ms: int) -> list[TickerScore]:
@@ -258,7 +271,7 @@ class Aggregator:
         cls = _CLASS_OF_LABEL.get(doc.label, NEUTRAL)
         updates: list[TickerScore] = []
         late: list[str] = []
-        for symbol, relevance in _links(doc).items():
+        for symbol, relevance in _links(doc, self.novelty_weighting).items():
             st = self.tickers.get(symbol)
             if st is None:
                 st = self.tickers[symbol] = TickerState(symbol=symbol, as_of=t)
@@ -267,7 +280,7 @@ class Aggregator:
                 continue
             elif st.has(t, doc.id):
                 continue
-            st.add(t, doc.id, cls, doc.score, relevance, self.half_life_ms, self.retention_ms)
+            st.add(t, doc.id, cls, doc.score, relevance, self.half_life_ms, self.retention_ms, doc.story)
             st.last_doc_id = doc.id
             st.model_version = doc.model_version
             updates.append(st.snapshot(now_ms))
@@ -285,12 +298,13 @@ class Aggregator:
         return {
             "half_life_s": self.half_life_s,
             "lateness_s": self.lateness_s,
+            "novelty_weighting": self.novelty_weighting,
             "tickers": {s: st.to_dict() for s, st in self.tickers.items()},
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Aggregator:
-        agg = cls(float(d["half_life_s"]), float(d["lateness_s"]))
+        agg = cls(float(d["half_life_s"]), float(d["lateness_s"]), bool(d.get("novelty_weighting", True)))
         agg.tickers = {s: TickerState.from_dict(st) for s, st in d["tickers"].items()}
         return agg
 
@@ -301,6 +315,7 @@ def recompute(
     half_life_s: float,
     lateness_s: float = 0.0,
     now_ms: int = 0,
+    novelty_weighting: bool = True,
 ) -> dict[str, TickerScore]:
     """Batch recomputation: symbol -> aggregate over all ``documents``, by the direct formula.
 
@@ -312,29 +327,35 @@ def recompute(
     """
     return {
         s: st.snapshot(now_ms)
-        for s, st in recompute_states(documents, half_life_s=half_life_s, lateness_s=lateness_s).items()
+        for s, st in recompute_states(
+            documents, half_life_s=half_life_s, lateness_s=lateness_s, novelty_weighting=novelty_weighting
+        ).items()
     }
 
 
 def recompute_states(
-    documents: Iterable[ScoredDocument], *, half_life_s: float, lateness_s: float = 0.0
+    documents: Iterable[ScoredDocument],
+    *,
+    half_life_s: float,
+    lateness_s: float = 0.0,
+    novelty_weighting: bool = True,
 ) -> dict[str, TickerState]:
     """Like :func:`recompute`, returning the :class:`TickerState` objects (to compare states)."""
     ref = Aggregator(half_life_s, lateness_s)  # only for the derived constants
-    per_symbol: dict[str, dict[tuple[int, str], tuple[float, float, int, str]]] = {}
+    per_symbol: dict[str, dict[tuple[int, str], tuple[float, float, int, str, str]]] = {}
     for doc in documents:
         cls = _CLASS_OF_LABEL.get(doc.label, NEUTRAL)
-        for symbol, relevance in _links(doc).items():
+        for symbol, relevance in _links(doc, novelty_weighting).items():
             # setdefault: a duplicate (same id and time) keeps its first application, like apply()
             per_symbol.setdefault(symbol, {}).setdefault(
-                (doc.published_at, doc.id), (relevance, doc.score, cls, doc.model_version)
+                (doc.published_at, doc.id), (relevance, doc.score, cls, doc.model_version, doc.story)
             )
     # last_doc_id / model_version: the last *distinct* document per symbol in input order
     out: dict[str, TickerState] = {}
     for symbol, docs in per_symbol.items():
         as_of = max(t for t, _ in docs)
-        ws = [(r * decay(as_of - t, ref.half_life_ms), s) for (t, _), (r, s, _, _) in docs.items()]
-        (_, last_id), (_, _, _, last_version) = next(reversed(docs.items()))
+        ws = [(r * decay(as_of - t, ref.half_life_ms), s) for (t, _), (r, s, *_) in docs.items()]
+        (_, last_id), (_, _, _, last_version, _) = next(reversed(docs.items()))
         st = TickerState(
             symbol=symbol,
             as_of=as_of,
@@ -344,8 +365,8 @@ def recompute_states(
             last_doc_id=last_id,
             model_version=last_version,
         )
-        for (t, doc_id), (_, _, cls, _) in sorted(docs.items()):
-            st.events.append((t, doc_id, cls))
+        for (t, doc_id), (_, _, cls, _, story) in sorted(docs.items()):
+            st.events.append((t, doc_id, cls, story))
             st.times[cls].append(t)
         st.prune(ref.retention_ms)
         out[symbol] = st

@@ -35,19 +35,29 @@ import asyncio
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from operator import attrgetter
 from typing import Any, Literal
 
 import msgpack
+import numpy as np
 import redis.asyncio as aioredis
 
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, TickerState
 from pipeline.keys import DEFAULT_DOC_TTL_S, Keys, text_hash
+from pipeline.novelty import SIGNATURE_VERSION
 from pipeline.outbox import OutboxEntry, OutboxPublisher
-from pipeline.process import DUPLICATE_ID, duplicate_id_detail, fold
+from pipeline.process import (
+    DUPLICATE_ID,
+    StorySigns,
+    duplicate_id_detail,
+    fold,
+    stories,
+    story_index,
+    story_signs,
+)
 from pipeline.retry import TRANSIENT_ERRORS, retry
 from pipeline.schemas import DeadLetter, ScoredDocument, TickerScore
 
@@ -60,11 +70,17 @@ log = logging.getLogger(__name__)
 _MAX_CONFLICT_ROUNDS = 100
 _TICKER_FIELDS: tuple[str, ...] = TickerScore.__slots__  # type: ignore[attr-defined]
 _ticker_values = attrgetter(*_TICKER_FIELDS)
+_STORY_SEP = "\x1f"  # between doc id and story id in an event member (the ASCII unit separator)
+_NO_STORY: list[Any] = ["", 0, 0, 0, 0, ""]  # story detection off: the script skips the story
 
 
 def commit_script() -> str:
     """The source of the commit script (``pipeline/commit.lua``, shipped as package data)."""
     return files("pipeline").joinpath("commit.lua").read_text(encoding="utf-8")
+
+
+def _story_lookup_script() -> str:
+    return files("pipeline").joinpath("stories.lua").read_text(encoding="utf-8")
 
 
 @dataclass(slots=True)
@@ -123,6 +139,10 @@ class Applier:
         history_len: entries kept per ticker history.
         doc_ttl_s: how long doc ids / dead-letter guards are remembered.
         clock: wall clock in epoch ms (injected for tests).
+        novelty_window_s: story detection's window (``FINSENT_NOVELTY_WINDOW_S``); None: off
+            (every document its own story, novelty 1).
+        lateness_s: how late a document may be (how long a story's documents are kept past
+            the window).
     """
 
     def __init__(
@@ -138,6 +158,8 @@ class Applier:
         history_len: int,
         doc_ttl_s: int = DEFAULT_DOC_TTL_S,
         clock: Callable[[], int],
+        novelty_window_s: int | None = None,
+        lateness_s: float = 3600.0,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -150,6 +172,13 @@ class Applier:
         self.doc_ttl_s = doc_ttl_s
         self.clock = clock
         self.script = redis.register_script(commit_script())
+        self.lookup = redis.register_script(_story_lookup_script())
+        self.novelty_window_s = novelty_window_s
+        self.lateness_s = lateness_s
+        self.story_prefix = keys.stories(SIGNATURE_VERSION)
+        window_ms = (novelty_window_s or 0) * 1000
+        keep_ms = window_ms + round(lateness_s * 1000)
+        self._story_header = [self.story_prefix, window_ms, keep_ms, keep_ms // 1000 + 3600]
 
     # ---- reads
 
@@ -242,13 +271,23 @@ class Applier:
                     continue
                 first_of[w.doc.id] = len(items)
             items.append((i, w))
-        args: list[Any] = [self.keys.prefix, self.history_len, self.doc_ttl_s, len(_TICKER_FIELDS), *_TICKER_FIELDS]
+        args: list[Any] = [self.keys.prefix, self.history_len, self.doc_ttl_s, *self._story_header,
+                           len(_TICKER_FIELDS), *_TICKER_FIELDS]  # fmt: skip
         args.append(len(items))
+        blocks: dict[int, list[Any]] = {}
+        if self.novelty_window_s is not None:
+            scored = [k for k, (_, w) in enumerate(items) if isinstance(w, Scored)]
+            if scored:
+                decided = await self._stories([items[k][1].doc for k in scored])  # type: ignore[union-attr]
+                for k, (doc, block) in zip(scored, decided, strict=True):
+                    i, w = items[k]
+                    items[k] = (i, replace(w, doc=doc))  # type: ignore[type-var]
+                    blocks[k] = block
         prepared: list[Outcome] = []
         touched: set[str] = set()
-        for _, w in items:
+        for k, (_, w) in enumerate(items):
             if isinstance(w, Scored):
-                outcome, item_args = self._prepare_doc(w, now)
+                outcome, item_args = self._prepare_doc(w, now, blocks.get(k, _NO_STORY))
                 touched.update(u.symbol for u in outcome.updates)
             else:
                 outcome, item_args = self._prepare_dead_letter(w.dead_letter)
@@ -324,8 +363,44 @@ class Applier:
         where = f"{dl.topic}:{dl.partition}:{dl.offset}"
         return self._entry(stream, f"dlq:{where}", self.dlq_topic, dl.doc_id or where, dl.to_json())
 
-    def _prepare_doc(self, w: Scored, now: int) -> tuple[Outcome, list[Any]]:
-        """Fold the document into the cached states; the script arguments that commit it."""
+    async def _stories(self, docs: Sequence[ScoredDocument]) -> list[tuple[ScoredDocument, list[Any]]]:
+        """Each document with its story and novelty, decided (in order) on the story index as
+        Redis holds it now plus this round's earlier documents; and the commit script's story
+        arguments, with which it checks that what was read still holds when it commits."""
+        signs = story_signs(docs)
+        index = story_index(self.novelty_window_s or 0, self.lateness_s)
+        keys = sorted({k for ks in signs.keys for k in ks})
+        if keys:
+            packed = msgpack.packb([self.story_prefix, *keys], use_bin_type=False)
+            raw = await retry(lambda: self.lookup(keys=[], args=[packed]), "Redis story lookup")
+            owners, found = msgpack.unpackb(raw, raw=True)
+            index.load(
+                {k: o.decode() for k, o in zip(keys, owners, strict=True) if o},
+                {
+                    sid.decode(): (
+                        np.frombuffer(rep, dtype="<u4").copy(),
+                        [(int(float(flat[j + 1])), flat[j].decode()) for j in range(0, len(flat), 2)],
+                    )
+                    for sid, rep, flat in found
+                },
+            )
+        out = []
+        for n, (d, sig, ks) in enumerate(zip(docs, signs.sigs, signs.keys, strict=True)):
+            owners_before = [index.band_to_story.get(k, "") for k in ks]
+            (doc,) = stories(index, [d], StorySigns(signs.sigs[n : n + 1], [ks]))
+            sid = doc.story
+            to_set = [k for k, before in zip(ks, owners_before, strict=True)
+                      if before != sid and index.band_to_story.get(k) == sid]  # fmt: skip
+            block: list[Any] = [sid, index.repeats_before(sid, d.id, d.published_at), d.published_at, len(ks)]
+            for k, before in zip(ks, owners_before, strict=True):
+                block += [k, before]
+            block += [len(to_set), *to_set, sig.astype("<u4").tobytes() if sid == d.id else ""]
+            out.append((doc, block))
+        return out
+
+    def _prepare_doc(self, w: Scored, now: int, story: list[Any]) -> tuple[Outcome, list[Any]]:
+        """Fold the document into the cached states; the script arguments that commit it
+        (``story``: its story arguments, see commit.lua)."""
         stream = self._stream(w)
         # finsent.documents carries exactly what the aggregates consumed (folded.doc), so they can
         # always be recomputed from it; the dead letter names the tickers it was late for.
@@ -336,10 +411,12 @@ class Applier:
         for u in updates:
             st = self.agg.tickers[u.symbol]
             cls = st.events[bisect_left(st.events, (doc.published_at, doc.id))][2]
+            # the member: "class|doc id", then "\x1fstory id" for a repeat (ids may hold "|")
+            member = f"{cls}|{doc.id}" if doc.story == doc.id else f"{cls}|{doc.id}{_STORY_SEP}{doc.story}"
             ts_json = u.to_json()
             ticks += [
                 u.symbol, u.seq - 1, st.as_of, repr(st.num), repr(st.den), st.seq, st.last_doc_id,
-                st.model_version, doc.published_at, f"{cls}|{doc.id}", str(st.as_of - self.agg.retention_ms),
+                st.model_version, doc.published_at, member, str(st.as_of - self.agg.retention_ms),
                 u.as_of, ts_json, *_redis_values(u),
             ]  # fmt: skip
             entries.append(self._entry(stream, f"score:{u.symbol}:{u.seq}", self.scores_topic, u.symbol, ts_json))
@@ -354,6 +431,7 @@ class Applier:
         args.extend(late_symbols)
         for e in entries:
             args.extend(e.fields())
+        args.extend(story)
         return Outcome("applied", entries=entries, doc=doc, updates=updates, dead_letter=dead_letter), args
 
     def _prepare_dead_letter(self, dl: DeadLetter) -> tuple[Outcome, list[Any]]:
@@ -369,8 +447,9 @@ class Applier:
 
 
 def _parse_event(member: bytes, score: float) -> list[Any]:
-    cls, _, doc_id = member.decode().partition("|")
-    return [int(score), doc_id, int(cls)]
+    cls, _, rest = member.decode().partition("|")
+    doc_id, _, story = rest.partition(_STORY_SEP)
+    return [int(score), doc_id, int(cls), story or doc_id]
 
 
 def _redis_values(u: TickerScore) -> list[str | int]:

@@ -34,7 +34,18 @@ from aiokafka import TopicPartition
 
 from pipeline.aggregate import Aggregator
 from pipeline.feed import read_feed
-from pipeline.process import dedupe, document, duplicate_id_detail, fold, link, parse, text_hash
+from pipeline.process import (
+    dedupe,
+    document,
+    duplicate_id_detail,
+    fold,
+    link,
+    parse,
+    stories,
+    story_index,
+    story_signs,
+    text_hash,
+)
 from pipeline.schemas import InputMessage, Kind, ParseError, TickerScore, rfc3339
 from pipeline.settings import Settings
 
@@ -243,7 +254,8 @@ def run_backtest(
     chunk = max(1, min(chunk, engine.max_queue))
     labels = engine.model.labels
     version = engine.model.config.version
-    agg = Aggregator(settings.half_life_s, settings.lateness_s)
+    agg = Aggregator(settings.half_life_s, settings.lateness_s, settings.novelty_weighting)
+    index = story_index(settings.novelty_window_s, settings.lateness_s) if settings.novelty else None
     updates: list[TickerScore] = []
     done = 0
     t_score = time.perf_counter()
@@ -264,6 +276,8 @@ def run_backtest(
                 except ValueError as exc:  # the worker dead-letters these as "internal"
                     report.bad.append((where, f"internal: scoring: {exc}"))
                     continue
+                if index is not None:  # the worker's applier does the same, one round at a time
+                    (doc,) = stories(index, [doc], story_signs([doc]))
                 folded = fold(agg, doc, doc.published_at)
                 if folded.late is not None:  # impossible in event-time order
                     report.late.append((where, str(folded.late)))

@@ -2,22 +2,30 @@
 --
 -- ARGV[1] is one msgpack array (packed by the applier: one argument instead of dozens per document,
 -- because redis-py encodes every argument in Python). Its layout (strings and integers):
---   prefix, history_len, doc_ttl_s, n_fields, field_1..field_n, n_items, items...
+--   prefix, history_len, doc_ttl_s, story_prefix, story_window_ms, story_keep_ms, story_ttl_s,
+--   n_fields, field_1..field_n, n_items, items...
 -- item "D" (document): doc_id, text_hash, n_ticks, n_late, n_entries, stream,
 --   ticks: symbol, expected_seq, as_of, num, den, seq, last_doc_id, model_version,
 --          event_t, event_member, prune_cutoff, history_score, ticker_score_json, field values...
 --   late symbols (the document was late for them: checked against this call's failures only)
 --   entries: effect_id, topic, partition, key, value, scan_from
+--   story: story_id ('' = no story detection), repeats_before, published_at, n_bands,
+--          (band key, its owner as the applier read it or '') * n_bands, n_set, band keys to point
+--          at the story..., representative signature ('' unless the document starts the story)
 -- item "L" (dead letter): guard_suffix, stream, message fingerprint, one entry
 -- Returns per item {status, entry ids...}; status: ok | dup | dupid | conflict.
 local A = cmsgpack.unpack(ARGV[1])
 local P = A[1]
 local hist_len = tonumber(A[2])
 local ttl = A[3]
-local nf = tonumber(A[4])
+local SP = A[4]
+local story_window = tonumber(A[5])
+local story_keep = tonumber(A[6])
+local story_ttl = A[7]
+local nf = tonumber(A[8])
 local fields = {}
-for i = 1, nf do fields[i] = A[4 + i] end
-local pos = 5 + nf
+for i = 1, nf do fields[i] = A[8 + i] end
+local pos = 9 + nf
 local nitems = tonumber(A[pos])
 pos = pos + 1
 local tick_size = 13 + nf
@@ -41,6 +49,11 @@ for it = 1, nitems do
     local tpos = pos + 7
     local lpos = tpos + nt * tick_size
     local epos = lpos + nl
+    local spos = epos + 6 * ne
+    local sid = A[spos]
+    local nb = tonumber(A[spos + 3])
+    local setpos = spos + 4 + 2 * nb
+    local nset = tonumber(A[setpos])
     local status = 'ok'
     local stored = redis.call('GET', doc_key)
     if stored then
@@ -56,6 +69,23 @@ for it = 1, nitems do
       -- "late" was decided on the cached state, which a failed earlier item may have advanced
       for l = 0, nl - 1 do
         if tainted[A[lpos + l]] then status = 'conflict' break end
+      end
+      -- the story was decided on what the applier read: its band keys' owners and the story's
+      -- documents before this one (a failed earlier item of this call left both unwritten)
+      if status == 'ok' and sid ~= '' then
+        for b = 0, nb - 1 do
+          local cur = redis.call('GET', SP .. 'b:' .. A[spos + 4 + 2 * b]) or ''
+          if cur ~= A[spos + 5 + 2 * b] then status = 'conflict' break end
+        end
+        if status == 'ok' then
+          local sk = SP .. 's:' .. sid
+          local t = tonumber(A[spos + 2])
+          local before = redis.call('ZCOUNT', sk, string.format('(%d', t - story_window), string.format('(%d', t))
+          for _, m in ipairs(redis.call('ZRANGEBYSCORE', sk, t, t)) do
+            if m < A[pos + 1] then before = before + 1 end
+          end
+          if before ~= tonumber(A[spos + 1]) then status = 'conflict' end
+        end
       end
     end
     if status == 'ok' then
@@ -79,6 +109,17 @@ for it = 1, nitems do
         redis.call('SADD', P .. 'tickers', sym)
         redis.call('PUBLISH', P .. 'updates', A[b + 12])
       end
+      if sid ~= '' then
+        local sk = SP .. 's:' .. sid
+        local t = tonumber(A[spos + 2])
+        redis.call('ZADD', sk, t, A[pos + 1])
+        redis.call('ZREMRANGEBYSCORE', sk, '-inf', string.format('(%d', t - story_keep))
+        redis.call('EXPIRE', sk, story_ttl)
+        local rep = A[setpos + nset + 1]
+        if rep ~= '' then redis.call('SET', SP .. 'r:' .. sid, rep, 'EX', story_ttl)
+        else redis.call('EXPIRE', SP .. 'r:' .. sid, story_ttl) end
+        for b = 1, nset do redis.call('SET', SP .. 'b:' .. A[setpos + b], sid, 'EX', story_ttl) end
+      end
       redis.call('SET', doc_key, hash, 'EX', ttl)
       redis.call('INCR', P .. 'applied')
       local res = {'ok'}
@@ -89,7 +130,7 @@ for it = 1, nitems do
       for t = 0, nt - 1 do tainted[A[tpos + t * tick_size]] = true end
       out[it] = {status}
     end
-    pos = epos + 6 * ne
+    pos = setpos + nset + 2
   elseif kind == 'L' then
     local stream = A[pos + 2]
     local guard = P .. A[pos + 1]

@@ -63,6 +63,12 @@ class Keys:
     def outbox(self, topic: str, partition: int) -> str:
         return f"{self.prefix}outbox:{topic}:{partition}"
 
+    def stories(self, version: str) -> str:
+        """Prefix of the story index's keys for signatures of ``version`` (the scripts add
+        ``b:{band key}`` -> story id, ``s:{story id}`` -> its documents by event time,
+        ``r:{story id}`` -> its representative signature)."""
+        return f"{self.prefix}story:{version}:"
+
     def dlq_guard_suffix(self, topic: str, partition: int, offset: int) -> str:
         """Guard key without the prefix (the script adds it)."""
         return f"dlq:{topic}:{partition}:{offset}"

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
+import numpy as np
 import orjson
 
 from models.text import language
+from pipeline import novelty
 from pipeline.aggregate import Aggregator, Late
 from pipeline.keys import text_hash
 from pipeline.schemas import InputMessage, Kind, ScoredDocument, TickerLink, TickerScore, parse_input
@@ -29,6 +31,7 @@ __all__ = [
     "Folded",
     "Prediction",
     "Seen",
+    "StorySigns",
     "dedupe",
     "document",
     "duplicate_id_detail",
@@ -36,6 +39,9 @@ __all__ = [
     "link",
     "message",
     "parse",
+    "stories",
+    "story_index",
+    "story_signs",
     "text_hash",
 ]
 
@@ -118,6 +124,38 @@ def document(
         truncated=p.truncated, model_version=model_version, ingested_at=ingested_at, scored_at=scored_at,
         lang=lang, aggregated=languages is None or lang in languages,
     )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class StorySigns:
+    """What story detection needs of a batch of documents: ``sigs`` (``(n, SIGNATURE_WIDTH)``
+    uint32, :func:`pipeline.novelty.signatures` of their texts) and each one's LSH band keys."""
+
+    sigs: np.ndarray
+    keys: list[list[str]]
+
+
+def story_signs(docs: Sequence[ScoredDocument]) -> StorySigns:
+    """Signatures and band keys of ``docs`` (one vectorised call for the batch)."""
+    sigs = novelty.signatures([d.text or "" for d in docs])
+    return StorySigns(sigs, novelty.band_keys_batch(sigs))
+
+
+def story_index(window_s: int, lateness_s: float) -> novelty.StoryIndex:
+    """An empty story index for documents' ``published_at`` (epoch **ms**: the index's window
+    and lateness are given in the same unit as the times it is passed, so they are ms here)."""
+    return novelty.StoryIndex(window_s=window_s * 1000, max_lateness_s=round(lateness_s * 1000))
+
+
+def stories(index: novelty.StoryIndex, docs: Sequence[ScoredDocument], signs: StorySigns) -> list[ScoredDocument]:
+    """``docs`` with their ``story_id`` and ``novelty``, decided by ``index`` in order and recorded
+    there (point in time: a document's novelty counts only its story's documents published
+    before it inside the window)."""
+    out = []
+    for d, sig in zip(docs, signs.sigs, strict=True):
+        st = index.assign(d.id, sig, d.published_at)
+        out.append(replace(d, story_id=st.story_id, novelty=st.novelty))
+    return out
 
 
 @dataclass(frozen=True, slots=True)

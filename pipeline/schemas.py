@@ -433,6 +433,12 @@ class ScoredDocument:
         aggregated: False when ``lang`` is not one of the aggregated languages
             (``FINSENT_LANGUAGES``): the document is published with its links and score but
             counts in no ticker aggregate (the model reads English only).
+        story_id: the story the document belongs to: the id of the first document of its
+            near-duplicate cluster (:mod:`pipeline.novelty`); its own id for a new story. None
+            for documents written before stories were recorded (each its own story).
+        novelty: 1.0 for a story's first document, less for each repeat inside the novelty
+            window (``DECAY ** repeats_before``); a document's weight in the ticker aggregates
+            is scaled by it (``FINSENT_NOVELTY_WEIGHTING``). 1.0 for older documents.
     """
 
     id: str
@@ -451,11 +457,15 @@ class ScoredDocument:
     text: str | None = None
     lang: str | None = None
     aggregated: bool = True
+    story_id: str | None = None
+    novelty: float = 1.0
 
     def __post_init__(self) -> None:
         # NaN would serialise as null and poison the aggregates: refuse it at construction.
         if not (-1.0 - 1e-6 <= self.score <= 1.0 + 1e-6):
             raise ValueError(f"ScoredDocument {self.id}: score {self.score!r} not in [-1, 1]")
+        if not (0.0 <= self.novelty <= 1.0):
+            raise ValueError(f"ScoredDocument {self.id}: novelty {self.novelty!r} not in [0, 1]")
         for k, p in self.probs.items():
             if not (0.0 <= p <= 1.0 + 1e-6):
                 raise ValueError(f"ScoredDocument {self.id}: probs[{k!r}] = {p!r}")
@@ -524,9 +534,16 @@ class ScoredDocument:
                 text=d.get("text"),
                 lang=d.get("lang"),
                 aggregated=bool(d.get("aggregated", True)),
+                story_id=d.get("story_id"),
+                novelty=float(d.get("novelty", 1.0)),
             )
         except (KeyError, TypeError, IndexError, AttributeError) as e:
             raise ValueError(f"ScoredDocument: {e!r}") from None
+
+    @property
+    def story(self) -> str:
+        """The story id, the document's own id where none was recorded."""
+        return self.story_id or self.id
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,6 +562,9 @@ class TickerScore:
         updated_at: wall time of the update, epoch ms.
         model_version: model of ``last_doc_id``.
         seq: documents applied to this ticker so far (monotonic; lets consumers drop stale updates).
+        stories_1h: distinct stories (near-duplicate clusters, :mod:`pipeline.novelty`) among the
+            ``n_1h`` documents: 1 for one headline retweeted 50 times. Records written before
+            stories were recorded read it as ``n_1h``.
     """
 
     symbol: str
@@ -567,6 +587,7 @@ class TickerScore:
     updated_at: int
     model_version: str
     seq: int
+    stories_1h: int = 0
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -580,6 +601,8 @@ class TickerScore:
         """Read a flat field -> value mapping whose values may be strings or bytes, such as the
         Redis hash ``finsent:ticker:{SYMBOL}`` (``HGETALL``); unknown fields are ignored."""
         d = {(k.decode() if isinstance(k, bytes) else k): v for k, v in mapping.items()}
+        if "stories_1h" not in d and "n_1h" in d:  # written before stories were recorded
+            d["stories_1h"] = d["n_1h"]
         try:
             return cls(**{f: _TICKER_SCORE_TYPES[f](_text(d[f])) for f in cls.__slots__})  # type: ignore[attr-defined]
         except (KeyError, TypeError, ValueError) as e:
@@ -588,6 +611,8 @@ class TickerScore:
     @classmethod
     def from_json(cls, raw: bytes | str) -> TickerScore:
         d = _obj(raw, "TickerScore")
+        if "stories_1h" not in d and "n_1h" in d:  # written before stories were recorded
+            d["stories_1h"] = d["n_1h"]
         try:
             return cls(**{f: d[f] for f in cls.__slots__})  # type: ignore[attr-defined]
         except (KeyError, TypeError) as e:

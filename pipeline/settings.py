@@ -160,6 +160,15 @@ class Settings(BaseSettings):
     # --- aggregation
     half_life_s: float = Field(3600.0, gt=0, description="half-life of the time-decayed ticker score")
     lateness_s: float = Field(3600.0, ge=0, description="how late (event time) a document may arrive")
+    novelty: bool = Field(
+        True, description="cluster near-duplicate documents into stories (retweets, wire copies, prefixes); off: "
+        "every document is its own story with novelty 1")
+    novelty_window_s: int = Field(
+        86_400, ge=1, description="how long (event time) a story stays open: a near-duplicate published within "
+        "this window of the story's documents is a repeat")
+    novelty_weighting: bool = Field(
+        True, description="scale each document's weight in the ticker aggregates by its novelty (a story's "
+        "repeats count less)")
     languages: str = Field(
         "en", pattern=r"^(\*|[a-z]{2,3}(,[a-z]{2,3})*)$",
         description="comma-separated ISO 639-1 codes of the languages whose documents count in ticker "

@@ -247,7 +247,7 @@ class Worker:
         self._applier = applier = Applier(
             self._redis,
             self.keys,
-            Aggregator(s.half_life_s, s.lateness_s),
+            Aggregator(s.half_life_s, s.lateness_s, s.novelty_weighting),
             self._publisher,
             documents_topic=self.documents_topic,
             scores_topic=self.scores_topic,
@@ -255,6 +255,8 @@ class Worker:
             history_len=s.history_len,
             doc_ttl_s=s.doc_ttl_s,
             clock=self.clock,
+            novelty_window_s=s.novelty_window_s if s.novelty else None,
+            lateness_s=s.lateness_s,
         )
         if self.engine is None:
             from pipeline.inference import build_engine

@@ -659,6 +659,19 @@ class Bench:
             row["ingest_to_scored_p99_ms"] = pct(ms, 99)
 
 
+def novelty_comparison(on: dict, off: dict) -> dict:
+    """The worker's CPU per message and drain rate with story detection on (the main backlog)
+    and off (a second drain of the same backlog), and their ratios."""
+
+    def pick(b: dict) -> dict:
+        return {"per_s": b["per_s"], "worker_cpu_ms_per_msg": b["cpu_ms_per_msg"].get("worker"),
+                "redis_cpu_ms_per_msg": b["cpu_ms_per_msg"].get("redis")}  # fmt: skip
+
+    a, b = pick(on), pick(off)
+    ratio = {k: round(a[k] / b[k], 3) for k in a if a[k] and b[k]}
+    return {"on": a, "off": b, "on_over_off": ratio}
+
+
 def cpu_budget(cpu_ms_per_msg: dict[str, float], engine_ms_per_text: float, goal: float = RATIO_GOAL) -> dict:
     """What the CPU sums allow on this machine: every process's CPU per message during the backlog
     against the engine's own CPU per text. ``cpu_bound_per_s`` is the end-to-end rate if every
@@ -720,6 +733,11 @@ def main() -> None:
     ap.add_argument(
         "--processes", type=int, default=1,
         help="worker processes in the group (finsent worker --processes N); CPU figures sum them",
+    )  # fmt: skip
+    ap.add_argument(
+        "--compare-novelty", action="store_true",
+        help="drain the backlog a second time with story detection off (FINSENT_NOVELTY=false): CPU per "
+        "message with novelty on vs off, from one run",
     )  # fmt: skip
     ap.add_argument("--null-worker", default=None, help=argparse.SUPPRESS)  # the --engine null child
     ap.add_argument("--profile-out", default=None, help=argparse.SUPPRESS)
@@ -794,70 +812,85 @@ def main() -> None:
         engine_runs, engine_cpu = [tps], [cpu]
         log(f"engine alone: {engine_runs[0]:.1f} texts/s")
 
-    prof_file = None
+    prof_file: Path | None = None
     with EmbeddedBroker() as broker, redis_server(settings.redis_url) as redis_url:
         s = settings.model_copy(update={"bootstrap": broker.bootstrap, "redis_url": redis_url})
-        if null:
-            child = {
-                "bootstrap": s.bootstrap,
-                "redis_url": redis_url,
-                "namespace": s.namespace,
-                "group_id": s.group_id,
-                "max_batch": s.max_batch,
-                "max_wait_ms": s.max_wait_ms,
-                "metrics_port": 0,
-                "session_timeout_ms": SESSION_TIMEOUT_MS,
-            }
-            cmd = [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "--null-worker",
-                orjson.dumps(child).decode(),
-            ]
-            if args.processes > 1:
-                cmd += ["--processes", str(args.processes)]
-            if args.profile_worker:
-                prof_file = args.profile_worker.with_suffix(".prof.tmp")
-                prof_file.unlink(missing_ok=True)
-                cmd += ["--profile-out", str(prof_file)]
-        else:
-            cmd = [
-                sys.executable,
-                "-m",
-                "pipeline.cli",
-                "worker",
-                "--bootstrap",
-                s.bootstrap,
-                "--redis-url",
-                redis_url,
-                "--namespace",
-                s.namespace,
-                "--group-id",
-                s.group_id,
-                "--max-batch",
-                str(s.max_batch),
-                "--max-wait-ms",
-                str(s.max_wait_ms),
-                "--metrics-port",
-                "0",
-                "--model",
-                str(model_dir),
-                "--session-timeout-ms",
-                str(SESSION_TIMEOUT_MS),
-                "--log-level",
-                "WARNING",
-            ]
-            if args.rule:
-                cmd += ["--rule", args.rule]
-            if args.processes > 1:
-                cmd += ["--processes", str(args.processes)]
+
+        def worker_cmd(s: Settings, profile_out: Path | None = None) -> list[str]:
+            """The worker child's command line for settings ``s`` (namespace, group)."""
+            if null:
+                child = {
+                    "bootstrap": s.bootstrap,
+                    "redis_url": redis_url,
+                    "namespace": s.namespace,
+                    "group_id": s.group_id,
+                    "max_batch": s.max_batch,
+                    "max_wait_ms": s.max_wait_ms,
+                    "metrics_port": 0,
+                    "session_timeout_ms": SESSION_TIMEOUT_MS,
+                }
+                cmd = [
+                    sys.executable,
+                    str(Path(__file__).resolve()),
+                    "--null-worker",
+                    orjson.dumps(child).decode(),
+                ]
+                if args.processes > 1:
+                    cmd += ["--processes", str(args.processes)]
+                if profile_out is not None:
+                    cmd += ["--profile-out", str(profile_out)]
+            else:
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "pipeline.cli",
+                    "worker",
+                    "--bootstrap",
+                    s.bootstrap,
+                    "--redis-url",
+                    redis_url,
+                    "--namespace",
+                    s.namespace,
+                    "--group-id",
+                    s.group_id,
+                    "--max-batch",
+                    str(s.max_batch),
+                    "--max-wait-ms",
+                    str(s.max_wait_ms),
+                    "--metrics-port",
+                    "0",
+                    "--model",
+                    str(model_dir),
+                    "--session-timeout-ms",
+                    str(SESSION_TIMEOUT_MS),
+                    "--log-level",
+                    "WARNING",
+                ]
+                if args.rule:
+                    cmd += ["--rule", args.rule]
+                if args.processes > 1:
+                    cmd += ["--processes", str(args.processes)]
+            return cmd
+
+        if args.profile_worker:
+            prof_file = args.profile_worker.with_suffix(".prof.tmp")
+            prof_file.unlink(missing_ok=True)
+        pids = {"broker": broker.pid, "redis": redis_pid(redis_url)}
+        timeout = args.e2e_timeout or (150 if args.quick else 360)
         try:
-            pids = {"broker": broker.pid, "redis": redis_pid(redis_url)}
-            bench = Bench(s, messages, cmd, env, pids, profile=prof_file is not None)
-            run = bench.run(backlog, fractions, duration)
-            e2e = asyncio.run(asyncio.wait_for(run, args.e2e_timeout or (150 if args.quick else 360)))
+            bench = Bench(s, messages, worker_cmd(s, prof_file), env, pids, profile=prof_file is not None)
+            e2e = asyncio.run(asyncio.wait_for(bench.run(backlog, fractions, duration), timeout))
         finally:
             delete_keys_with_prefix(redis_url, s.namespace)
+        novelty_off = None
+        if args.compare_novelty:  # the same backlog again, a second worker without story detection
+            s_off = s.model_copy(update={"namespace": f"{s.namespace}off.", "group_id": f"{s.group_id}-off"})
+            log("backlog again with story detection off (FINSENT_NOVELTY=false)")
+            try:
+                bench = Bench(s_off, messages, worker_cmd(s_off), {**env, "FINSENT_NOVELTY": "false"}, pids)
+                novelty_off = asyncio.run(asyncio.wait_for(bench.run(backlog, [], duration), timeout))["backlog"]
+            finally:
+                delete_keys_with_prefix(redis_url, s_off.namespace)
         external_redis = redis_url == settings.redis_url
         bootstrap = s.bootstrap
 
@@ -923,6 +956,7 @@ def main() -> None:
             else None,
         },
         "cpu_budget": None if null else cpu_budget(e2e["backlog"]["cpu_ms_per_msg"], engine_ms),
+        "novelty": None if novelty_off is None else novelty_comparison(e2e["backlog"], novelty_off),
         "engine": engine_block,
         "model": None
         if null

@@ -371,7 +371,9 @@ class Applier:
         index = story_index(self.novelty_window_s or 0, self.lateness_s)
         keys = sorted({k for ks in signs.keys for k in ks})
         if keys:
-            packed = msgpack.packb([self.story_prefix, *keys], use_bin_type=False)
+            times = [d.published_at for d in docs]
+            window_ms = (self.novelty_window_s or 0) * 1000
+            packed = msgpack.packb([self.story_prefix, min(times), max(times), window_ms, *keys], use_bin_type=False)
             raw = await retry(lambda: self.lookup(keys=[], args=[packed]), "Redis story lookup")
             owners, found = msgpack.unpackb(raw, raw=True)
             index.load(
@@ -379,9 +381,10 @@ class Applier:
                 {
                     sid.decode(): (
                         np.frombuffer(rep, dtype="<u4").copy(),
-                        [(int(float(flat[j + 1])), flat[j].decode()) for j in range(0, len(flat), 2)],
+                        [(int(score), member.decode()) for member, score in zip(flat[::2], flat[1::2], strict=True)],
+                        count,
                     )
-                    for sid, rep, flat in found
+                    for sid, rep, flat, count in found
                 },
             )
         out = []

@@ -73,9 +73,13 @@ for it = 1, nitems do
       -- the story was decided on what the applier read: its band keys' owners and the story's
       -- documents before this one (a failed earlier item of this call left both unwritten)
       if status == 'ok' and sid ~= '' then
-        for b = 0, nb - 1 do
-          local cur = redis.call('GET', SP .. 'b:' .. A[spos + 4 + 2 * b]) or ''
-          if cur ~= A[spos + 5 + 2 * b] then status = 'conflict' break end
+        if nb > 0 then
+          local bk = {}
+          for b = 0, nb - 1 do bk[b + 1] = SP .. 'b:' .. A[spos + 4 + 2 * b] end
+          local cur = redis.call('MGET', unpack(bk))
+          for b = 0, nb - 1 do
+            if (cur[b + 1] or '') ~= A[spos + 5 + 2 * b] then status = 'conflict' break end
+          end
         end
         if status == 'ok' then
           local sk = SP .. 's:' .. sid

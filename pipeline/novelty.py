@@ -540,7 +540,8 @@ def signature(text: str, max_chars: int = MAX_CHARS) -> np.ndarray:
 
 def is_empty(sig: np.ndarray, num_perm: int = NUM_PERM) -> bool:
     """Whether ``sig`` is the signature of a text with no words (it matches nothing)."""
-    return bool(np.all(sig[:num_perm] == EMPTY))
+    # the first column settles almost every call: the array-wide check is for the rest
+    return bool(sig[0] == EMPTY) and bool(np.all(sig[:num_perm] == EMPTY))
 
 
 def compatible(sig_a: np.ndarray, sig_b: np.ndarray, num_perm: int = NUM_PERM) -> bool:
@@ -548,8 +549,10 @@ def compatible(sig_a: np.ndarray, sig_b: np.ndarray, num_perm: int = NUM_PERM) -
     their Bloom filters tell: no bit of one is missing from the other. (A Bloom filter can take
     a conflict for a subset, when another anchor happens to set the same bits; never the
     reverse.)"""
-    a, b = sig_a[num_perm:], sig_b[num_perm:]
-    return not np.any(a & ~b) or not np.any(b & ~a)
+    # as Python integers: on 16 columns, two int operations cost less than numpy's calls
+    a = int.from_bytes(sig_a[num_perm:].tobytes(), "little")
+    b = int.from_bytes(sig_b[num_perm:].tobytes(), "little")
+    return not (a & ~b) or not (b & ~a)
 
 
 def similarity(sig_a: np.ndarray, sig_b: np.ndarray, num_perm: int = NUM_PERM) -> float:
@@ -643,6 +646,9 @@ class _Entry:
     signature: np.ndarray  # the representative's (first indexed document's) signature
     times: list[tuple[float, str]] = field(default_factory=list)  # (published_at, doc id), sorted
     keys: list[str] = field(default_factory=list)  # band keys that point to this story
+    # documents known only by count (a store's read for one batch, see StoryIndex.load): all of
+    # them inside the window of every document the index is then asked about
+    base: int = 0
 
 
 class StoryIndex:
@@ -679,6 +685,7 @@ class StoryIndex:
         self.band_to_story: dict[str, str] = {}
         self.stories: dict[str, _Entry] = {}
         self._answers: dict[str, Story] = {}  # doc id -> the first answer for it
+        self._loaded: dict[str, tuple[str, float]] = {}  # doc id -> (story, time), read from a store
         self._watermark = -math.inf
         self._pruned_at = -math.inf
 
@@ -686,19 +693,27 @@ class StoryIndex:
         return len(self.stories)
 
     def _live(self, entry: _Entry, t: float) -> bool:
+        if entry.base:
+            return True
         i = bisect.bisect_right(entry.times, t - self.window_s, key=_published)
         return i < len(entry.times) and entry.times[i][0] < t + self.window_s
 
-    def assign(self, doc_id: str, signature: np.ndarray, published_at: float) -> Story:
+    def assign(self, doc_id: str, signature: np.ndarray, published_at: float, keys: list[str] | None = None) -> Story:
         """The story of document ``doc_id`` (its signature from :func:`signatures`,
         ``published_at`` in seconds), recorded in the index. Assigning a doc id again returns
-        the first answer and records nothing (a re-delivered document keeps its novelty)."""
+        the first answer and records nothing (a re-delivered document keeps its novelty).
+        ``keys``: its :func:`band_keys`, when the caller has them already (batches)."""
         t = float(published_at)
         known = self._answers.get(doc_id)
         if known is not None:
             return known
+        if doc_id in self._loaded:
+            sid, t_loaded = self._loaded[doc_id]
+            known = self._answers[doc_id] = self._story(sid, doc_id, t_loaded)
+            return known
         sig = np.asarray(signature)
-        keys = [] if is_empty(sig, self.num_perm) else band_keys(sig, self.bands, self.rows)
+        if keys is None:
+            keys = [] if is_empty(sig, self.num_perm) else band_keys(sig, self.bands, self.rows)
         best, best_sim = None, -1.0
         for sid in dict.fromkeys(self.band_to_story.get(k) for k in keys):
             entry = self.stories.get(sid) if sid is not None else None
@@ -730,15 +745,19 @@ class StoryIndex:
         return [self.assign(d, s, p) for d, s, p in zip(doc_ids, sigs, published_at, strict=True)]
 
     def load(
-        self, band_to_story: dict[str, str], stories: dict[str, tuple[np.ndarray, list[tuple[float, str]]]]
+        self,
+        band_to_story: dict[str, str],
+        stories: dict[str, tuple[np.ndarray, list[tuple[float, str]], int]],
     ) -> None:
-        """Add state read from a store (the worker's Redis): band key -> story id, and per story
-        its representative signature and its documents as ``(published_at, doc_id)``."""
+        """Add state read from a store (the worker's Redis) for a batch of documents published in
+        ``[t_min, t_max]``: band key -> story id, and per story its representative signature, its
+        documents as ``(published_at, doc_id)`` and how many more it has in ``(t_max - window,
+        t_min)`` (inside every batch document's window: counted, not listed)."""
         self.band_to_story.update(band_to_story)
-        for sid, (sig, times) in stories.items():
-            self.stories[sid] = _Entry(np.asarray(sig), sorted((float(t), d) for t, d in times))
-            for t, d in times:  # a document indexed before keeps its answer (a re-delivery)
-                self._answers[d] = self._story(sid, d, float(t))
+        for sid, (sig, times, base) in stories.items():
+            entry = self.stories[sid] = _Entry(np.asarray(sig), sorted((float(t), d) for t, d in times), base=base)
+            for t, d in entry.times:  # a document indexed before keeps its answer (a re-delivery)
+                self._loaded[d] = (sid, t)
 
     def repeats_before(self, sid: str, doc_id: str, published_at: float) -> int:
         """How many documents of story ``sid`` come before ``(published_at, doc_id)`` inside the
@@ -748,7 +767,7 @@ class StoryIndex:
     def _story(self, sid: str, doc_id: str, t: float) -> Story:
         times = self.stories[sid].times
         first = bisect.bisect_right(times, t - self.window_s, key=_published)
-        k = max(0, bisect.bisect_left(times, (t, doc_id)) - first)
+        k = self.stories[sid].base + max(0, bisect.bisect_left(times, (t, doc_id)) - first)
         return Story(sid, k, novelty(k))
 
     def _advance(self, t: float) -> None:
@@ -759,7 +778,7 @@ class StoryIndex:
             return
         self._pruned_at = t
         horizon = t - self.window_s - self.max_lateness_s
-        for sid in [s for s, e in self.stories.items() if e.times[-1][0] < horizon]:
+        for sid in [s for s, e in self.stories.items() if e.times and e.times[-1][0] < horizon and not e.base]:
             self._drop(sid)
 
     def _drop(self, sid: str) -> None:
@@ -771,6 +790,8 @@ class StoryIndex:
             answer = self._answers.get(d)
             if answer is not None and answer.story_id == sid:
                 del self._answers[d]
+            if self._loaded.get(d, ("",))[0] == sid:
+                del self._loaded[d]
 
 
 def _published(item: tuple[float, str]) -> float:

@@ -152,8 +152,8 @@ def stories(index: novelty.StoryIndex, docs: Sequence[ScoredDocument], signs: St
     there (point in time: a document's novelty counts only its story's documents published
     before it inside the window)."""
     out = []
-    for d, sig in zip(docs, signs.sigs, strict=True):
-        st = index.assign(d.id, sig, d.published_at)
+    for d, sig, keys in zip(docs, signs.sigs, signs.keys, strict=True):
+        st = index.assign(d.id, sig, d.published_at, keys)
         out.append(replace(d, story_id=st.story_id, novelty=st.novelty))
     return out
 

@@ -1,22 +1,35 @@
 -- finsent's story lookup (see pipeline/applier.py): what the applier needs to decide the stories
 -- of a round of documents, read in one call.
--- ARGV[1]: one msgpack array: story_prefix, band keys...
+-- ARGV[1]: one msgpack array: story_prefix, t_min, t_max, window (the round's documents are
+-- published in [t_min, t_max]; ms), band keys...
 -- Returns one msgpack array: {owners, stories}: owners[i] is the story id band key i points to
 -- (false: none); stories lists each distinct owner whose representative signature still exists
--- as {story_id, signature, {member, score, member, score, ...}} (its documents, oldest first).
+-- as {story_id, signature, {member, score, ...}, count}: its documents that some round document
+-- may or may not count (published in (t_min - window, t_max - window] or from t_min on), oldest
+-- first, and how many it has in (t_max - window, t_min), which every round document counts. A
+-- flood's story is then read as a number, not as all its copies.
 local A = cmsgpack.unpack(ARGV[1])
 local SP = A[1]
+local tmin, tmax, w = A[2], A[3], A[4]
 local owners = {}
 local seen = {}
 local stories = {}
-for i = 2, #A do
+for i = 5, #A do
   local sid = redis.call('GET', SP .. 'b:' .. A[i])
-  owners[i - 1] = sid
+  owners[i - 4] = sid
   if sid and not seen[sid] then
     seen[sid] = true
     local rep = redis.call('GET', SP .. 'r:' .. sid)
     if rep then
-      stories[#stories + 1] = {sid, rep, redis.call('ZRANGE', SP .. 's:' .. sid, 0, -1, 'WITHSCORES')}
+      local sk = SP .. 's:' .. sid
+      local listed = redis.call('ZRANGEBYSCORE', sk, string.format('(%d', tmin - w), string.format('%d', tmax - w),
+                                'WITHSCORES')
+      for _, x in ipairs(redis.call('ZRANGEBYSCORE', sk, string.format('%d', math.max(tmin, tmax - w + 1)), '+inf',
+                                    'WITHSCORES')) do
+        listed[#listed + 1] = x
+      end
+      local count = redis.call('ZCOUNT', sk, string.format('(%d', tmax - w), string.format('(%d', tmin))
+      stories[#stories + 1] = {sid, rep, listed, count}
     end
   end
 end

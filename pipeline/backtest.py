@@ -72,9 +72,11 @@ __all__ = [
 COLUMNS: Final[tuple[str, ...]] = (
     "symbol", "as_of", "score", "label", "n_5m", "n_1h", "n_24h", "bullish_1h", "bearish_1h", "doc_id",
     "model_version", "neutral_1h", "bullish_5m", "bearish_5m", "neutral_5m", "bullish_24h", "bearish_24h",
-    "neutral_24h", "seq",
+    "neutral_24h", "seq", "stories_1h",
 )  # fmt: skip
-_INT_COLUMNS: Final[frozenset[str]] = frozenset(c for c in COLUMNS if c.startswith(("n_", "bull", "bear", "neut")))
+_INT_COLUMNS: Final[frozenset[str]] = frozenset(
+    c for c in COLUMNS if c.startswith(("n_", "bull", "bear", "neut", "stories"))
+)
 
 #: Texts handed to the engine at once (and waited for): large enough that the engine's batch
 #: stays full, fixed so that results do not depend on timing.

@@ -83,7 +83,7 @@ def read_csv(path: Path) -> list[dict]:
             row["as_of"] = epoch_ms(r["as_of"])
             row["score"] = float(r["score"])
             for c in COLUMNS:
-                if c.startswith(("n_", "bull", "bear", "neut")) or c == "seq":
+                if c.startswith(("n_", "bull", "bear", "neut", "stories")) or c == "seq":
                     row[c] = int(r[c])
             rows.append(row)
         return rows

@@ -58,7 +58,7 @@ for p in (ROOT, ROOT / "tests"):  # runnable as a plain script; the scenarios li
 import orjson
 from model_choice import resolve_model
 
-ORDER = ("poison", "redis", "broker_pause", "broker_restart", "two_sigterm", "two_sigkill", "sigkill", "soak")
+ORDER = ("poison", "flood", "redis", "broker_pause", "broker_restart", "two_sigterm", "two_sigkill", "sigkill", "soak")
 FULL = {
     "sigkill": {"kills": 20, "chunk": 200},
     "redis": {"n": 4000, "down_s": 10.0},

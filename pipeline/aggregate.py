@@ -90,6 +90,9 @@ class TickerState:
             ``t >= as_of - retention_ms``; used for window counts and de-duplication.
         times: per class (BEARISH, NEUTRAL, BULLISH), the sorted event times of ``events``;
             derived, so window counts are two bisections instead of a scan.
+        hour, hour_from: story id -> its events in ``(as_of - 1h, as_of]``, and the index in
+            ``events`` where that window starts; derived, kept up to date as events come and
+            the window slides, so ``stories_1h`` is ``len(hour)`` instead of a scan.
     """
 
     symbol: str
@@ -101,6 +104,8 @@ class TickerState:
     model_version: str = ""
     events: list[tuple[int, str, int, str]] = field(default_factory=list)
     times: tuple[list[int], list[int], list[int]] = field(default_factory=lambda: ([], [], []))
+    hour: dict[str, int] = field(default_factory=dict)
+    hour_from: int = 0
 
     @property
     def score(self) -> float:
@@ -132,19 +137,46 @@ class TickerState:
             self.num *= f
             self.den *= f
             self.as_of = t_ms
+            self._slide_hour()
             self.prune(retention_ms)
         w = relevance * decay(self.as_of - t_ms, half_life_ms)
         self.num += w * score
         self.den += w
         self.seq += 1
-        insort(self.events, (t_ms, doc_id, cls, story_id or doc_id))
+        story = story_id or doc_id
+        insort(self.events, (t_ms, doc_id, cls, story))
         insort(self.times[cls], t_ms)
+        if t_ms > self.as_of - _1H_MS:
+            self.hour[story] = self.hour.get(story, 0) + 1
+        else:  # a late document, before the hour's window: the window starts one further on
+            self.hour_from += 1
+
+    def _slide_hour(self) -> None:
+        """Move the hour's window start to ``as_of - 1h``, uncounting the events that left it."""
+        lo, ev, hour, i = self.as_of - _1H_MS, self.events, self.hour, self.hour_from
+        while i < len(ev) and ev[i][0] <= lo:
+            story = ev[i][3]
+            if hour[story] > 1:
+                hour[story] -= 1
+            else:
+                del hour[story]
+            i += 1
+        self.hour_from = i
+
+    def rebuild_hour(self) -> None:
+        """Recount :attr:`hour` from ``events`` (after building ``events`` directly)."""
+        self.hour_from = bisect_left(self.events, (self.as_of - _1H_MS + 1,))
+        self.hour = {}
+        for e in self.events[self.hour_from :]:
+            self.hour[e[3]] = self.hour.get(e[3], 0) + 1
 
     def prune(self, retention_ms: int) -> None:
         """Drop events older than ``as_of - retention_ms``; they are outside every window."""
         cutoff = self.as_of - retention_ms
         if self.events and self.events[0][0] < cutoff:
-            del self.events[: bisect_left(self.events, (cutoff,))]
+            gone = bisect_left(self.events, (cutoff,))
+            del self.events[:gone]
+            self.hour_from = max(0, self.hour_from - gone)  # pruned events lie before the hour
             for ts in self.times:
                 del ts[: bisect_left(ts, cutoff)]
 
@@ -157,7 +189,6 @@ class TickerState:
     def snapshot(self, now_ms: int) -> TickerScore:
         """The current aggregate as a :class:`TickerScore` (``updated_at = now_ms``)."""
         c5, c1, c24 = self.counts(_5M_MS), self.counts(_1H_MS), self.counts(_24H_MS)
-        hour = self.events[bisect_left(self.events, (self.as_of - _1H_MS + 1,)) :]
         s = self.score
         return TickerScore(
             symbol=self.symbol,
@@ -180,7 +211,7 @@ class TickerState:
             updated_at=now_ms,
             model_version=self.model_version,
             seq=self.seq,
-            stories_1h=len({e[3] for e in hour}),
+            stories_1h=len(self.hour),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,7 +234,7 @@ class TickerState:
         times: tuple[list[int], list[int], list[int]] = ([], [], [])
         for t, _, c, _ in events:  # events are sorted, so each list comes out sorted
             times[c].append(t)
-        return cls(
+        st = cls(
             symbol=d["symbol"],
             as_of=int(d["as_of"]),
             num=float(d["num"]),
@@ -214,6 +245,8 @@ class TickerState:
             events=events,
             times=times,
         )
+        st.rebuild_hour()
+        return st
 
 
 def _links(doc: ScoredDocument, novelty_weighting: bool = True) -> dict[str, float]:
@@ -369,5 +402,6 @@ def recompute_states(
             st.events.append((t, doc_id, cls, story))
             st.times[cls].append(t)
         st.prune(ref.retention_ms)
+        st.rebuild_hour()
         out[symbol] = st
     return out

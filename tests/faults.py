@@ -47,7 +47,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from streaming_helpers import MALFORMED, T0, produce, read_topic, spawn_worker, valid_message
+from streaming_helpers import MALFORMED, PHRASES, SYMBOLS, T0, produce, read_topic, spawn_worker, valid_message
 
 from pipeline.aggregate import recompute
 from pipeline.infra import EmbeddedBroker, create_topics, delete_keys_with_prefix, free_port, wait_for_port
@@ -639,7 +639,8 @@ class Run:
             if not math.isclose(float(got["score"]), want.score, abs_tol=1e-9):
                 out.append(f"{sym}: score {got['score']} != {want.score}")
             for f in ("seq", "as_of", "n_5m", "n_1h", "n_24h", "bullish_24h", "bearish_24h", "neutral_24h",
-                      "bullish_1h", "bearish_1h", "neutral_1h", "bullish_5m", "bearish_5m", "neutral_5m"):  # fmt: skip
+                      "bullish_1h", "bearish_1h", "neutral_1h", "bullish_5m", "bearish_5m", "neutral_5m",
+                      "stories_1h"):  # fmt: skip
                 if int(got[f]) != getattr(want, f):
                     out.append(f"{sym}: {f} {got[f]} != {getattr(want, f)}")
         return out
@@ -731,6 +732,61 @@ async def sigkill_loop(env: Env, *, kills: int = 20, chunk: int = 200, seed: int
             "outbox_entries_recovered": recovered,
         }
         return await run.verdict(fault, checks, error)
+
+
+FLOOD_SHAPES = ("{s}", "RT @desk{k}: {s}", "BREAKING: {s}", "{s} https://t.co/f{k}", "{S}", "(Reuters) - {s}",
+                "{s} via @wire{k}", "RT @t{k}: BREAKING: {s} https://t.co/z{k}")  # fmt: skip
+
+
+def flood_items(stories: int, copies: int, tag: str) -> list[Item]:
+    """``stories`` headlines, each repeated ``copies`` times the way feeds repeat one (retweets,
+    wire tags, links, upper case) under its own id, interleaved in event time."""
+    out = []
+    for c in range(copies):
+        for k in range(stories):
+            sym = SYMBOLS[k % len(SYMBOLS)]
+            story = f"${sym} {PHRASES[k % len(PHRASES)]} (desk note {k} on plant {k * 7 + 3})"
+            text = FLOOD_SHAPES[c % len(FLOOD_SHAPES)].format(s=story, S=story.upper(), k=c)
+            doc_id = f"{tag}-{k:03d}-{c:03d}"
+            value = orjson.dumps({"id": doc_id, "text": text, "published_at": T0 + (c * stories + k) * 200, "kind": "tweet"})
+            out.append(Item("tweet", value, "doc", doc_id=doc_id))
+    return out
+
+
+async def flood(env: Env, *, stories: int = 20, copies: int = 40, seed: int = 11) -> dict[str, Any]:
+    """Near-duplicate floods (``stories`` x ``copies``, ids spread over the partitions), the worker
+    SIGKILLed once mid-flood and restarted: nothing lost or doubled, and each flood one story
+    with each of its copies in it once (story state is committed with the aggregates)."""
+    rnd = random.Random(seed)
+    items = flood_items(stories, copies, "flood")
+    fault = f"near-duplicate floods ({stories} stories x {copies} copies), worker SIGKILLed mid-flood"
+    async with running(env, "flood") as run:
+        error = None
+        checks: dict[str, Any] = {}
+        try:
+            await run.send(items)
+            w = run.spawn()
+            await run.wait_applied(rnd.randint(len(items) // 4, len(items) // 2), 120, [w])
+            w.kill()
+            w = run.spawn()
+            await run.wait_applied(run.n_accepted, 180, [w])
+            await run.settled(60, [w])
+            if await w.stop() != 0:
+                error = f"the last worker did not stop cleanly:\n{w.log_text()[-1500:]}"
+        except Failed as exc:
+            error = str(exc)
+        row = await run.verdict(fault, checks, error)
+        by_flood: dict[str, set[str]] = {}
+        for d in run.last_docs:
+            by_flood.setdefault(d.id.rsplit("-", 1)[0], set()).add(d.story)
+        split = sorted(f for f, ss in by_flood.items() if len(ss) != 1)
+        novelties = sorted(d.novelty for d in run.last_docs)
+        row["checks"].update({
+            "floods": len(by_flood), "floods_split_into_several_stories": split[:5],
+            "novelty_min_median": [round(novelties[0], 6), round(novelties[len(novelties) // 2], 6)] if novelties else None,
+        })  # fmt: skip
+        row["ok"] = row["ok"] and not split and len(by_flood) == stories
+        return row
 
 
 def _in_flight(w: WorkerProc) -> float | None:
@@ -1099,5 +1155,6 @@ SCENARIOS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "two_sigterm": lambda env, **kw: two_workers(env, how="sigterm", **kw),
     "two_sigkill": lambda env, **kw: two_workers(env, how="sigkill", **kw),
     "poison": poison,
+    "flood": flood,
     "soak": soak,
 }

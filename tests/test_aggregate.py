@@ -452,3 +452,42 @@ def test_window_counts_equal_a_brute_force_count(rows: list[tuple[int, str, floa
         assert got == want, w
     assert u.n_5m <= u.n_1h <= u.n_24h
     assert -1.0 <= u.score <= 1.0 and u.label == score_label(u.score)
+
+
+# ------------------------------------------------------------------ stories
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from(["s1", "s2", "s3", None]), st.floats(0.1, 1.0)),
+             min_size=1, max_size=50),  # fmt: skip
+    st.randoms(use_true_random=False),
+)
+def test_stories_1h_counts_distinct_stories_of_the_hour_as_documents_come_and_go(
+    rows: list[tuple], rnd: random.Random
+) -> None:
+    """Incremental ``stories_1h`` (the hour's window slides, late documents land before it, old
+    ones are pruned) equals a count over the retained events after every document, and the
+    novelty scales the weight exactly as relevance does."""
+    import dataclasses
+
+    docs = [dataclasses.replace(doc(f"d{i}", T0 + t, 0.5), story_id=story, novelty=nov)
+            for i, (t, story, nov) in enumerate(rows)]  # fmt: skip
+    rnd.shuffle(docs)
+    agg = Aggregator(H_S, 3 * HOUR / 1000)
+    for d in docs:
+        updates = agg.apply(d, T0)
+        st_ = agg.tickers["AAPL"]
+        lo = st_.as_of - HOUR
+        want = len({e[3] for e in st_.events if e[0] > lo})
+        assert st_.snapshot(T0).stories_1h == want
+        for u in updates:
+            assert u.stories_1h == want
+    batch = recompute(docs, half_life_s=H_S, lateness_s=3 * HOUR / 1000)["AAPL"]
+    assert batch.stories_1h == agg.tickers["AAPL"].snapshot(T0).stories_1h
+    assert batch.score == pytest.approx(agg.tickers["AAPL"].score, abs=1e-9)
+    plain = recompute([dataclasses.replace(d, novelty=1.0) for d in docs], half_life_s=H_S, lateness_s=3 * HOUR / 1000)
+    unweighted = Aggregator(H_S, 3 * HOUR / 1000, novelty_weighting=False)
+    for d in docs:
+        unweighted.apply(d, T0)
+    assert unweighted.tickers["AAPL"].score == pytest.approx(plain["AAPL"].score, abs=1e-9)

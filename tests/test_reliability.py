@@ -60,6 +60,16 @@ def test_worker_sigkilled_three_times_ends_exact(run_scenario: Callable[..., dic
     assert row["dlq"] > 0  # malformed messages were part of the stream
 
 
+def test_near_duplicate_floods_with_a_sigkill_stay_one_story_each_and_exact(
+    run_scenario: Callable[..., dict[str, Any]],
+) -> None:
+    row = run_scenario("flood", stories=6, copies=25)
+    assert_exact(row)
+    c = row["checks"]
+    assert c["floods"] == 6 and c["floods_split_into_several_stories"] == [], c
+    assert c["novelty_min_median"][0] < 0.01  # the later copies count next to nothing
+
+
 def test_redis_down_mid_stream_worker_retries_and_ends_exact(run_scenario: Callable[..., dict[str, Any]]) -> None:
     row = run_scenario("redis", n=600, down_s=3.0)
     assert_exact(row)

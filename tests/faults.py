@@ -47,7 +47,16 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from streaming_helpers import MALFORMED, PHRASES, SYMBOLS, T0, produce, read_topic, spawn_worker, valid_message
+from streaming_helpers import (
+    MALFORMED,
+    PHRASES,
+    SYMBOLS,
+    T0,
+    produce,
+    read_topic,
+    spawn_worker,
+    valid_message,
+)
 
 from pipeline.aggregate import recompute
 from pipeline.infra import EmbeddedBroker, create_topics, delete_keys_with_prefix, free_port, wait_for_port

@@ -459,8 +459,11 @@ def test_window_counts_equal_a_brute_force_count(rows: list[tuple[int, str, floa
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.lists(st.tuples(st.integers(0, 3 * HOUR), st.sampled_from(["s1", "s2", "s3", None]), st.floats(0.1, 1.0)),
-             min_size=1, max_size=50),  # fmt: skip
+    st.lists(
+        st.tuples(st.integers(0, 3 * HOUR), st.sampled_from(["s1", "s2", "s3", None]), st.floats(0.1, 1.0)),
+        min_size=1,
+        max_size=50,
+    ),
     st.randoms(use_true_random=False),
 )
 def test_stories_1h_counts_distinct_stories_of_the_hour_as_documents_come_and_go(

@@ -67,6 +67,7 @@ FULL = {
     "two_sigterm": {"n": 3000},
     "two_sigkill": {"n": 3000},
     "poison": {"n": 2500},
+    "flood": {"stories": 20, "copies": 40},
     "soak": {"n": 200_000},
 }
 QUICK = {
@@ -77,6 +78,7 @@ QUICK = {
     "two_sigterm": {"n": 1200},
     "two_sigkill": {"n": 1200},
     "poison": {"n": 400},
+    "flood": {"stories": 6, "copies": 25},
     "soak": {"n": 5000},
 }
 

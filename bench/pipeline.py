@@ -167,15 +167,23 @@ def redis_pid(url: str) -> int | None:
         return None
 
 
-def sample_messages() -> list[dict]:
-    """The bundled feed's records, each guaranteed to link at least one ticker with the linker the
-    worker builds from the same settings (``FINSENT_TAGGER`` included)."""
+def sample_messages(texts: str | None = None) -> list[dict]:
+    """The bundled feed's records (or, with ``texts``, a labelled ``text,label`` CSV or a dataset
+    name such as ``twitter_financial_news/train`` as tweets), each guaranteed to link at least
+    one ticker with the linker the worker builds from the same settings (``FINSENT_TAGGER``
+    included)."""
     from pipeline.inference import build_linker
     from pipeline.schemas import parse_input
     from pipeline.settings import Settings
 
     now = time.time_ns() // 1_000_000
-    recs = [orjson.loads(line) for line in SAMPLE_FEED.read_bytes().splitlines() if line.strip()]
+    if texts is None:
+        recs = [orjson.loads(line) for line in SAMPLE_FEED.read_bytes().splitlines() if line.strip()]
+    else:
+        from models.datasets import read_labelled_csv, resolve_data
+
+        rows = read_labelled_csv(resolve_data(texts, Settings().data_dir, option="--texts")).texts
+        recs = [{"id": f"t{i}", "text": t, "kind": "tweet"} for i, t in enumerate(dict.fromkeys(rows))]
     for rec in recs:
         rec["published_at"] = now
     links = build_linker(Settings()).link_many([parse_input(orjson.dumps(r), now_ms=now) for r in recs])
@@ -735,6 +743,11 @@ def main() -> None:
         help="worker processes in the group (finsent worker --processes N); CPU figures sum them",
     )  # fmt: skip
     ap.add_argument(
+        "--texts", default=None,
+        help="texts to send instead of the bundled sample feed: a text,label CSV or a dataset name "
+        "(e.g. twitter_financial_news/train, under FINSENT_DATA_DIR), cycled like the feed",
+    )  # fmt: skip
+    ap.add_argument(
         "--compare-novelty", action="store_true",
         help="drain the backlog a second time with story detection off (FINSENT_NOVELTY=false): CPU per "
         "message with novelty on vs off, from one run",
@@ -796,7 +809,7 @@ def main() -> None:
         ["pgrep", "-f", "finsent train"], check=False, capture_output=True, text=True
     ).stdout.split()
     load_start = [round(x, 2) for x in os.getloadavg()]
-    messages = sample_messages()
+    messages = sample_messages(args.texts)
 
     engine_runs: list[float] = []
     engine_cpu: list[float] = []
@@ -966,6 +979,8 @@ def main() -> None:
             "worker": ("one `finsent worker` child process" if not null
                        else "one child process running pipeline.worker.Worker(settings, engine=NullEngine(...))"),
             "processes": args.processes,  # > 1: a supervisor (pipeline/supervisor.py) and this many workers
+            "texts": args.texts or "pipeline/data/sample_feed.jsonl (360 texts)",
+            "distinct_texts": len(messages),
             "namespace": settings.namespace,
             "bootstrap": bootstrap,
             "partitions": settings.partitions,

@@ -724,11 +724,7 @@ async def sigkill_loop(env: Env, *, kills: int = 20, chunk: int = 200, seed: int
                 points.append({"in_flight": in_flight, **await _kill_point(run)})
                 env.log(f"kill {k + 1}/{kills}: {points[-1]}")
             await run.send(items[kills * per_round :])
-            w = run.spawn()
-            await run.wait_applied(run.n_accepted, 180, [w])
-            await run.settled(60, [w])
-            if await w.stop() != 0:
-                error = f"the last worker did not stop cleanly:\n{w.log_text()[-1500:]}"
+            error = await _last_worker_drains(run)
         except Failed as exc:
             error = str(exc)
         logs = "".join(w.log_text() for w in run.workers)
@@ -777,11 +773,7 @@ async def flood(env: Env, *, stories: int = 20, copies: int = 40, seed: int = 11
             w = run.spawn()
             await run.wait_applied(rnd.randint(len(items) // 4, len(items) // 2), 120, [w])
             w.kill()
-            w = run.spawn()
-            await run.wait_applied(run.n_accepted, 180, [w])
-            await run.settled(60, [w])
-            if await w.stop() != 0:
-                error = f"the last worker did not stop cleanly:\n{w.log_text()[-1500:]}"
+            error = await _last_worker_drains(run)
         except Failed as exc:
             error = str(exc)
         row = await run.verdict(fault, checks, error)
@@ -796,6 +788,16 @@ async def flood(env: Env, *, stories: int = 20, copies: int = 40, seed: int = 11
         })  # fmt: skip
         row["ok"] = row["ok"] and not split and len(by_flood) == stories
         return row
+
+
+async def _last_worker_drains(run: Run) -> str | None:
+    """A fresh worker applies everything accepted and stops cleanly; what went wrong if not."""
+    w = run.spawn()
+    await run.wait_applied(run.n_accepted, 180, [w])
+    await run.settled(60, [w])
+    if await w.stop() != 0:
+        return f"the last worker did not stop cleanly:\n{w.log_text()[-1500:]}"
+    return None
 
 
 def _in_flight(w: WorkerProc) -> float | None:

@@ -22,7 +22,7 @@ SCANNED = ("pipeline", "models", "tests", "bench", "examples", "deploy")
 FIRST_PARTY = {"pipeline", "models", "bench", "tests"}
 #: import name -> distribution, for declared optional extras that the dev install leaves out
 #: (packages_distributions() only knows installed packages)
-NOT_INSTALLED_BY_DEV = {"faust": "faust-streaming"}
+NOT_INSTALLED_BY_DEV = {"faust": "faust-streaming", "datasketch": "datasketch"}
 
 
 def _dist(name: str) -> str:

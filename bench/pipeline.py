@@ -181,9 +181,12 @@ def sample_messages(texts: str | None = None) -> list[dict]:
         recs = [orjson.loads(line) for line in SAMPLE_FEED.read_bytes().splitlines() if line.strip()]
     else:
         from models.datasets import read_labelled_csv, resolve_data
+        from models.text import language
 
         rows = read_labelled_csv(resolve_data(texts, Settings().data_dir, option="--texts")).texts
-        recs = [{"id": f"t{i}", "text": t, "kind": "tweet"} for i, t in enumerate(dict.fromkeys(rows))]
+        # only texts the aggregates take (English): every applied document must publish an update
+        rows = [t for t in dict.fromkeys(rows) if language(t) == "en"]
+        recs = [{"id": f"t{i}", "text": t, "kind": "tweet"} for i, t in enumerate(rows)]
     for rec in recs:
         rec["published_at"] = now
     links = build_linker(Settings()).link_many([parse_input(orjson.dumps(r), now_ms=now) for r in recs])

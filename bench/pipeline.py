@@ -126,20 +126,19 @@ def thread_cpu_seconds(pid: int | None) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def process_tree(pid: int | None) -> list[int]:
+def process_tree(pid: int | None) -> dict[int, list[int]]:
     """``pid`` and its descendants (``finsent worker --processes N``: the supervisor and its N
-    workers), from /proc; [] when ``pid`` is None."""
-    if pid is None:
-        return []
-    out, todo = [], [pid]
+    workers), each with its child pids, from /proc; {} when ``pid`` is None."""
+    tree: dict[int, list[int]] = {}
+    todo = [] if pid is None else [pid]
     while todo:
         p = todo.pop()
-        out.append(p)
         try:
-            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+            tree[p] = [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
         except OSError:
-            pass
-    return out
+            tree[p] = []
+        todo += tree[p]
+    return tree
 
 
 def tree_cpu_seconds(pid: int | None) -> tuple[float | None, float | None]:
@@ -148,10 +147,8 @@ def tree_cpu_seconds(pid: int | None) -> tuple[float | None, float | None]:
     tree = process_tree(pid)
     if not tree:
         return None, None
-    leaves = [p for p in tree if not Path(f"/proc/{p}/task/{p}/children").exists()
-              or not Path(f"/proc/{p}/task/{p}/children").read_text().split()]  # fmt: skip
     total = [cpu_seconds(p) for p in tree]
-    loops = [thread_cpu_seconds(p) for p in leaves]
+    loops = [thread_cpu_seconds(p) for p, children in tree.items() if not children]
     if None in total or None in loops:
         return None, None
     return sum(total), sum(loops)  # type: ignore[arg-type]

@@ -176,9 +176,9 @@ class Applier:
         self.novelty_window_s = novelty_window_s
         self.lateness_s = lateness_s
         self.story_prefix = keys.stories(SIGNATURE_VERSION)
-        window_ms = (novelty_window_s or 0) * 1000
-        keep_ms = window_ms + round(lateness_s * 1000)
-        self._story_header = [self.story_prefix, window_ms, keep_ms, keep_ms // 1000 + 3600]
+        self._story_window_ms = (novelty_window_s or 0) * 1000
+        keep_ms = self._story_window_ms + round(lateness_s * 1000)
+        self._story_header = [self.story_prefix, self._story_window_ms, keep_ms, keep_ms // 1000 + 3600]
 
     # ---- reads
 
@@ -372,8 +372,9 @@ class Applier:
         keys = sorted({k for ks in signs.keys for k in ks})
         if keys:
             times = [d.published_at for d in docs]
-            window_ms = (self.novelty_window_s or 0) * 1000
-            packed = msgpack.packb([self.story_prefix, min(times), max(times), window_ms, *keys], use_bin_type=False)
+            packed = msgpack.packb(
+                [self.story_prefix, min(times), max(times), self._story_window_ms, *keys], use_bin_type=False
+            )
             raw = await retry(lambda: self.lookup(keys=[], args=[packed]), "Redis story lookup")
             owners, found = msgpack.unpackb(raw, raw=True)
             index.load(
@@ -394,7 +395,7 @@ class Applier:
             sid = doc.story
             to_set = [k for k, before in zip(ks, owners_before, strict=True)
                       if before != sid and index.band_to_story.get(k) == sid]  # fmt: skip
-            block: list[Any] = [sid, index.repeats_before(sid, d.id, d.published_at), d.published_at, len(ks)]
+            block: list[Any] = [sid, index.answer(d.id).repeats_before, d.published_at, len(ks)]
             for k, before in zip(ks, owners_before, strict=True):
                 block += [k, before]
             block += [len(to_set), *to_set, sig.astype("<u4").tobytes() if sid == d.id else ""]

@@ -268,18 +268,21 @@ def run_backtest(
             future = engine.submit_ids(ids, truncated)  # all at once: the batches do not depend on timing
             # while the engine works; with a tagger, one call per chunk (the worker: per poll)
             links = link(linker, [m for m, _ in part])
+            docs, wheres = [], []
             for (msg, where), msg_links, p in zip(part, links, future.result(), strict=True):
                 done += 1
                 if on_progress is not None and (done % 256 == 0 or done == len(todo)):
                     on_progress(done, len(todo))
                 try:
-                    doc = document(msg, msg_links, p, labels=labels, model_version=version, ingested_at=now,
-                                   scored_at=now, languages=settings.aggregated_languages)
+                    docs.append(document(msg, msg_links, p, labels=labels, model_version=version, ingested_at=now,
+                                         scored_at=now, languages=settings.aggregated_languages))
                 except ValueError as exc:  # the worker dead-letters these as "internal"
                     report.bad.append((where, f"internal: scoring: {exc}"))
                     continue
-                if index is not None:  # the worker's applier does the same, one round at a time
-                    (doc,) = stories(index, [doc], story_signs([doc]))
+                wheres.append(where)
+            if index is not None and docs:  # the worker's applier does the same, one round at a time
+                docs = stories(index, docs, story_signs(docs))
+            for doc, where in zip(docs, wheres, strict=True):
                 folded = fold(agg, doc, doc.published_at)
                 if folded.late is not None:  # impossible in event-time order
                     report.late.append((where, str(folded.late)))

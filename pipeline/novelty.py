@@ -759,10 +759,9 @@ class StoryIndex:
             for t, d in entry.times:  # a document indexed before keeps its answer (a re-delivery)
                 self._loaded[d] = (sid, t)
 
-    def repeats_before(self, sid: str, doc_id: str, published_at: float) -> int:
-        """How many documents of story ``sid`` come before ``(published_at, doc_id)`` inside the
-        window: what :meth:`assign` counted for that document."""
-        return self._story(sid, doc_id, float(published_at)).repeats_before
+    def answer(self, doc_id: str) -> Story:
+        """What :meth:`assign` answered for ``doc_id`` (KeyError if it was not assigned)."""
+        return self._answers[doc_id]
 
     def _story(self, sid: str, doc_id: str, t: float) -> Story:
         times = self.stories[sid].times

@@ -452,11 +452,12 @@ class Worker:
         fresh: list[_Msg] = []
         for tp, records in batches.items():
             kind = self.input_topics[tp.topic]
-            metrics.MESSAGES_IN.labels(tp.topic).inc(len(records))
+            tracked = 0
             for r in records:
                 part = self._checkpoint.track(tp, r.offset)
                 if part is None:  # revoked while the poll returned
                     break
+                tracked += 1
                 raw = r.value if r.value is not None else b""
                 # ingest time: the record's Kafka timestamp, unless it is in the future (a
                 # producer clock ahead of ours, or a producer that stamps event time)
@@ -467,6 +468,7 @@ class Worker:
                     self._reject(part, r.offset, raw, exc.reason, exc.detail, now, ingested)
                     continue
                 fresh.append(_Msg(part, r.offset, raw, ingested, msg, text_hash(msg.text), []))
+            metrics.MESSAGES_IN.labels(tp.topic).inc(tracked)
         if not fresh:
             return
         fresh.sort(key=lambda m: m.msg.published_at)  # event-time order across partitions

@@ -78,9 +78,19 @@ _RUN_GAP = re.compile(r"\s*")
 # Every emoji holds at least one of these non-ASCII characters (a keycap "1\u20e3" starts with an
 # ASCII digit, so first characters alone would not do). A text with none of them has no emoji,
 # and the emoji package's per-character scan is skipped for it.
-_EMOJI_CHARS = re.compile(
-    "[" + "".join(sorted({re.escape(c) for e in emoji.EMOJI_DATA for c in e if not c.isascii()})) + "]"
-)
+def _char_class(codepoints: set[int]) -> str:
+    """A regex character class of ``codepoints`` written as ranges: sre tests characters above
+    U+FFFF (most emoji) against a class's single characters one by one, but a range at once."""
+    runs: list[list[int]] = []
+    for cp in sorted(codepoints):
+        if runs and runs[-1][1] == cp - 1:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp])
+    return "[" + "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in runs) + "]"
+
+
+_EMOJI_CHARS = re.compile(_char_class({ord(c) for e in emoji.EMOJI_DATA for c in e if not c.isascii()}))
 
 
 def emoji_words(chars: str) -> str:

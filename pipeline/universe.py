@@ -404,14 +404,18 @@ class Universe:
         return [a for a in self.aliases if c is not None and a.symbol == c.symbol]
 
 
+_US_SYMBOL: Final = re.compile(r"[A-Z][A-Z0-9]{0,5}(?:\.[A-E])?")
+_YAHOO_CLASS: Final = re.compile(r"[A-Z]{1,5}-[A-E]")
+
+
 def _is_us_symbol(s: str) -> bool:
     """``AAPL``, ``BRK.B``: no exchange suffix (a suffix A-E is a share class, ``.L`` is London)."""
-    return re.fullmatch(r"[A-Z][A-Z0-9]{0,5}(?:\.[A-E])?", s) is not None
+    return _US_SYMBOL.fullmatch(s) is not None
 
 
 def _yahoo_to_symbol(y: str) -> str:
     """Yahoo writes US share classes with '-' (``BRK-B``); the house style is ``BRK.B``."""
-    return y.replace("-", ".") if re.fullmatch(r"[A-Z]{1,5}-[A-E]", y) else y
+    return y.replace("-", ".") if _YAHOO_CLASS.fullmatch(y) else y
 
 
 # Listings in pytickersymbols' data that are stale or belong to someone else today.

@@ -316,7 +316,7 @@ def null_worker(settings_json: str, profile_out: str | None, processes: int = 1)
                 prof.dump_stats(profile_out)
 
         signal.signal(signal.SIGUSR2, toggle)
-    asyncio.run(worker.run(handle_signals=True))
+    asyncio.run(worker.run(owns_process=True))
 
 
 def profile_report(prof_file: Path, out: Path, header: str, messages: int) -> None:

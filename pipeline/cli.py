@@ -575,7 +575,7 @@ def worker(
         grace = settings.stop_timeout_s + 15  # each child's own shutdown deadline, and its watchdog
         raise typer.Exit(run_processes(processes, sys.argv[1:], metrics_port=settings.metrics_port, grace_s=grace))
     try:
-        asyncio.run(Worker(settings).run(handle_signals=True))
+        asyncio.run(Worker(settings).run(owns_process=True))
     except (OSError, ValueError) as exc:  # missing model files, a taken metrics port, bad settings
         _fail(str(exc), 1)
     except CREDENTIAL_ERRORS as exc:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import io
 import logging
 import signal
@@ -66,7 +67,7 @@ from pipeline.settings import Settings, redact_url
 if TYPE_CHECKING:
     from models.engine import Engine
 
-__all__ = ["Worker", "wall_ms"]
+__all__ = ["Worker", "tune_gc", "wall_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,22 @@ _APPLY_ROUND = 512  # most work items per apply script call
 # The outbox sends a round's records of one partition as record batches of up to this size: fewer,
 # larger produce requests (half of Kafka's default message.max.bytes, so a broker accepts them).
 _PRODUCE_BATCH_BYTES = 512 * 1024
+
+
+# The worker allocates dozens of short-lived objects per message: with CPython's default
+# thresholds (700, 10, 10) a young collection runs every few messages and a full one, which walks
+# every tracked object (the model's and the universe's included), every few hundred.
+_GC_THRESHOLDS = (20_000, 50, 1_000)
+
+
+def tune_gc() -> None:
+    """Set up this process's garbage collector for a long-running worker: what exists now (the
+    model, the company universe, the linker's tables) is frozen out of collections for good, and
+    collections run on larger allocation counts. Process-wide, so only for a process that is the
+    worker (:meth:`Worker.run` with ``owns_process``)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
 
 
 def wall_ms() -> int:
@@ -175,10 +192,15 @@ class Worker:
         outboxes are empty (the demo's ``--until-drained``)."""
         return self._checkpoint is not None and self.ready.is_set() and await self._checkpoint.drained()
 
-    async def run(self, *, handle_signals: bool = False) -> None:
-        """Run until :meth:`stop` (or SIGTERM/SIGINT with ``handle_signals``), then shut down
-        gracefully. Raises the first fatal error of any pipeline task after cleaning up."""
+    async def run(self, *, owns_process: bool = False) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT with ``owns_process``), then shut down
+        gracefully. Raises the first fatal error of any pipeline task after cleaning up.
+
+        ``owns_process``: the worker is what this process is for (``finsent worker``), so it
+        may take process-wide settings: the signal handlers, and a garbage collector tuned for
+        it (see :func:`tune_gc`)."""
         loop = asyncio.get_running_loop()
+        handle_signals = owns_process
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
@@ -187,6 +209,8 @@ class Worker:
             faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True, chain=True)
         try:
             await self._start()
+            if owns_process:
+                tune_gc()
             await self._serve()
         finally:
             await self._close()

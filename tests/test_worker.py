@@ -15,6 +15,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -549,3 +550,16 @@ def test_a_client_stuck_in_its_stop_cannot_hold_the_shutdown_past_its_deadline(
     assert finished, f"the worker's run() did not return within 30 s of stop() (stop_timeout_s {s.stop_timeout_s})"
     assert any("Kafka consumer stop did not finish before the shutdown deadline" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]  # fmt: skip
+
+
+def test_a_worker_process_freezes_what_it_built_out_of_garbage_collection() -> None:
+    # process-wide, so in a child: pytest's own collector stays as it is
+    code = (
+        "import gc, orjson; from pipeline.worker import tune_gc; before = gc.get_threshold(); tune_gc(); "
+        "print(orjson.dumps([before, gc.get_threshold(), gc.get_freeze_count()]).decode())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    before, after, frozen = orjson.loads(out.stdout)
+    assert before == [700, 10, 10]
+    assert after[0] > before[0] * 10
+    assert frozen > 10_000  # the worker's modules and everything they built, out of every collection

@@ -35,7 +35,7 @@ import asyncio
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.resources import files
 from operator import attrgetter
 from typing import Any, Literal
@@ -51,10 +51,9 @@ from pipeline.novelty import SIGNATURE_VERSION
 from pipeline.outbox import OutboxEntry, OutboxPublisher
 from pipeline.process import (
     DUPLICATE_ID,
-    StorySigns,
     duplicate_id_detail,
     fold,
-    stories,
+    story,
     story_index,
     story_signs,
 )
@@ -281,7 +280,7 @@ class Applier:
                 decided = await self._stories([items[k][1].doc for k in scored])  # type: ignore[union-attr]
                 for k, (doc, block) in zip(scored, decided, strict=True):
                     i, w = items[k]
-                    items[k] = (i, replace(w, doc=doc))  # type: ignore[type-var]
+                    items[k] = (i, Scored(doc, w.text_hash, w.raw, w.topic, w.partition, w.offset))  # type: ignore[union-attr]
                     blocks[k] = block
         prepared: list[Outcome] = []
         touched: set[str] = set()
@@ -389,17 +388,14 @@ class Applier:
                 },
             )
         out = []
-        for n, (d, sig, ks) in enumerate(zip(docs, signs.sigs, signs.keys, strict=True)):
-            owners_before = [index.band_to_story.get(k, "") for k in ks]
-            (doc,) = stories(index, [d], StorySigns(signs.sigs[n : n + 1], [ks]))
-            sid = doc.story
-            to_set = [k for k, before in zip(ks, owners_before, strict=True)
-                      if before != sid and index.band_to_story.get(k) == sid]  # fmt: skip
-            block: list[Any] = [sid, index.answer(d.id).repeats_before, d.published_at, len(ks)]
-            for k, before in zip(ks, owners_before, strict=True):
-                block += [k, before]
-            block += [len(to_set), *to_set, sig.astype("<u4").tobytes() if sid == d.id else ""]
-            out.append((doc, block))
+        for d, sig, ks in zip(docs, signs.sigs, signs.keys, strict=True):
+            decided = story(index, d, sig, ks)
+            sid = decided.doc.story
+            block: list[Any] = [sid, decided.repeats_before, d.published_at, len(ks)]
+            for pair in zip(ks, decided.owners_before, strict=True):
+                block += pair
+            block += [len(decided.claimed), *decided.claimed, sig.astype("<u4").tobytes() if sid == d.id else ""]
+            out.append((decided.doc, block))
         return out
 
     def _prepare_doc(self, w: Scored, now: int, story: list[Any]) -> tuple[Outcome, list[Any]]:

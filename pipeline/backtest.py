@@ -41,7 +41,7 @@ from pipeline.process import (
     fold,
     link,
     parse,
-    stories,
+    story,
     story_index,
     story_signs,
     text_hash,
@@ -281,7 +281,8 @@ def run_backtest(
                     continue
                 wheres.append(where)
             if index is not None and docs:  # the worker's applier does the same, one round at a time
-                docs = stories(index, docs, story_signs(docs))
+                signs = story_signs(docs)
+                docs = [story(index, d, sig, ks).doc for d, sig, ks in zip(docs, signs.sigs, signs.keys, strict=True)]
             for doc, where in zip(docs, wheres, strict=True):
                 folded = fold(agg, doc, doc.published_at)
                 if folded.late is not None:  # impossible in event-time order

@@ -50,9 +50,11 @@ MAX_DEFAULT_REPLICAS = 4
 
 
 def cpu_threads(settings: Settings) -> int:
-    """The CPU threads inference may use: ``settings.threads``, else the CPUs this process may run on
-    (not ``torch.get_num_threads()``, which an earlier engine may have lowered)."""
-    return settings.threads or len(os.sched_getaffinity(0))
+    """The CPU threads inference may use: ``settings.threads``, else all but one of the CPUs this
+    process may run on (at least one). The one left is the event loop's: it fetches, links,
+    aggregates and commits while a batch runs, and a message's latency waits on it (not
+    ``torch.get_num_threads()``, which an earlier engine may have lowered)."""
+    return settings.threads or max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def engine_replicas(settings: Settings) -> int:
@@ -78,10 +80,10 @@ def build_engine(settings: Settings, model: ElbertClassifier | None = None, **ov
     kwargs.update(overrides)
     rule = exit_rule(settings, model)
     replicas = engine_replicas(settings)
-    if replicas == 1:
-        return EarlyExitEngine(model, rule, **kwargs)
     if settings.device == "cpu":
         torch.set_num_threads(max(1, cpu_threads(settings) // replicas))
+    if replicas == 1:
+        return EarlyExitEngine(model, rule, **kwargs)
     return EnginePool([EarlyExitEngine(model, rule, **kwargs) for _ in range(replicas)])
 
 

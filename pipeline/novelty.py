@@ -703,42 +703,54 @@ class StoryIndex:
         ``published_at`` in seconds), recorded in the index. Assigning a doc id again returns
         the first answer and records nothing (a re-delivered document keeps its novelty).
         ``keys``: its :func:`band_keys`, when the caller has them already (batches)."""
+        return self.assign_keys(doc_id, signature, published_at, keys)[0]
+
+    def assign_keys(
+        self, doc_id: str, signature: np.ndarray, published_at: float, keys: list[str] | None = None
+    ) -> tuple[Story, list[str], list[str]]:
+        """:meth:`assign`, also returning what a store must check and write to record it: the
+        story each of ``keys`` pointed to before (``""``: none), and the keys that now point to
+        the document's story and did not before (both empty for a document answered before)."""
         t = float(published_at)
         known = self._answers.get(doc_id)
         if known is not None:
-            return known
+            return known, [], []
         if doc_id in self._loaded:
             sid, t_loaded = self._loaded[doc_id]
             known = self._answers[doc_id] = self._story(sid, doc_id, t_loaded)
-            return known
+            return known, [], []
         sig = np.asarray(signature)
         if keys is None:
             keys = [] if is_empty(sig, self.num_perm) else band_keys(sig, self.bands, self.rows)
+        get = self.band_to_story.get
+        owners = [get(k) for k in keys]
         best, best_sim = None, -1.0
-        for sid in dict.fromkeys(self.band_to_story.get(k) for k in keys):
+        for sid in dict.fromkeys(owners):
             entry = self.stories.get(sid) if sid is not None else None
             if entry is None or not self._live(entry, t):
                 continue
             sim = similarity(entry.signature, sig, self.num_perm)
             if sim >= self.threshold and (sim > best_sim or (sim == best_sim and best is not None and sid < best)):
                 best, best_sim = sid, sim
+        current = owners
         if best is None:
             best = doc_id
             if best in self.stories:  # a story of that id from another time: it is over
                 self._drop(best)
+                current = [get(k) for k in keys]
             self.stories[best] = _Entry(sig.copy())
         entry = self.stories[best]
         bisect.insort(entry.times, (t, doc_id))
-        for key in keys:
-            owner = self.band_to_story.get(key)
-            if owner == best:
+        claimed: list[str] = []
+        for key, owner in zip(keys, current, strict=True):
+            if owner == best or (owner is not None and owner in self.stories and self._live(self.stories[owner], t)):
                 continue
-            if owner is None or owner not in self.stories or not self._live(self.stories[owner], t):
-                self.band_to_story[key] = best
-                entry.keys.append(key)
+            self.band_to_story[key] = best
+            claimed.append(key)
+        entry.keys.extend(claimed)
         story = self._answers[doc_id] = self._story(best, doc_id, t)
         self._advance(t)
-        return story
+        return story, [o or "" for o in owners], claimed
 
     def assign_many(self, doc_ids: Iterable[str], sigs: np.ndarray, published_at: Iterable[float]) -> list[Story]:
         """:meth:`assign` for each document, in order."""

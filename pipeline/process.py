@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -31,6 +31,7 @@ __all__ = [
     "Folded",
     "Prediction",
     "Seen",
+    "StoryDecision",
     "StorySigns",
     "dedupe",
     "document",
@@ -39,7 +40,7 @@ __all__ = [
     "link",
     "message",
     "parse",
-    "stories",
+    "story",
     "story_index",
     "story_signs",
     "text_hash",
@@ -147,15 +148,29 @@ def story_index(window_s: int, lateness_s: float) -> novelty.StoryIndex:
     return novelty.StoryIndex(window_s=window_s * 1000, max_lateness_s=round(lateness_s * 1000))
 
 
-def stories(index: novelty.StoryIndex, docs: Sequence[ScoredDocument], signs: StorySigns) -> list[ScoredDocument]:
-    """``docs`` with their ``story_id`` and ``novelty``, decided by ``index`` in order and recorded
-    there (point in time: a document's novelty counts only its story's documents published
-    before it inside the window)."""
-    out = []
-    for d, sig, keys in zip(docs, signs.sigs, signs.keys, strict=True):
-        st = index.assign(d.id, sig, d.published_at, keys)
-        out.append(replace(d, story_id=st.story_id, novelty=st.novelty))
-    return out
+class StoryDecision(NamedTuple):
+    """One document's story, decided by :func:`story`.
+
+    ``doc``: the document with its ``story_id`` and ``novelty``; ``repeats_before``: its story's
+    documents before it inside the window; ``owners_before``: the story each of its band keys
+    pointed to before (``""``: none); ``claimed``: the keys that now point to its story and did
+    not before. A store that shares the index (the worker's Redis) checks the first two and
+    writes the last when it records the document."""
+
+    doc: ScoredDocument
+    repeats_before: int
+    owners_before: list[str]
+    claimed: list[str]
+
+
+def story(index: novelty.StoryIndex, doc: ScoredDocument, sig: np.ndarray, keys: list[str]) -> StoryDecision:
+    """``doc``'s story and novelty, decided by ``index`` and recorded there (point in time: a
+    document's novelty counts only its story's documents published before it inside the
+    window). ``sig``, ``keys``: its row of :func:`story_signs`."""
+    st, owners_before, claimed = index.assign_keys(doc.id, sig, doc.published_at, keys)
+    if keys and not owners_before:  # answered before: nothing changed
+        owners_before = [index.band_to_story.get(k, "") for k in keys]
+    return StoryDecision(doc.with_story(st.story_id, st.novelty), st.repeats_before, owners_before, claimed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from typing import Any, Final, Literal
 
 import orjson
@@ -473,6 +474,11 @@ class ScoredDocument:
     def to_json(self) -> bytes:
         return orjson.dumps(self)
 
+    def with_story(self, story_id: str, novelty: float) -> ScoredDocument:
+        """This document with its story and novelty (:func:`dataclasses.replace`, without its
+        per-call field introspection: the worker does this once per document)."""
+        return ScoredDocument(*_BEFORE_STORY(self), story_id, novelty)
+
     @classmethod
     def from_prediction(
         cls,
@@ -544,6 +550,10 @@ class ScoredDocument:
     def story(self) -> str:
         """The story id, the document's own id where none was recorded."""
         return self.story_id or self.id
+
+
+# every field of ScoredDocument before story_id and novelty (its last two), in order
+_BEFORE_STORY = attrgetter(*ScoredDocument.__slots__[:-2])
 
 
 @dataclass(frozen=True, slots=True)

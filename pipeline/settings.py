@@ -128,7 +128,9 @@ class Settings(BaseSettings):
     model_dir: Path | None = Field(None, description="model artifact directory (default: the shipped model)")
     device: str = Field("cpu", description="torch device the model runs on: 'cpu', 'cuda' or 'cuda:N'")
     dtype: DType = Field(DType.float32, description="float32, float16 or bfloat16 (half precision on GPU)")
-    threads: int | None = Field(None, ge=1, description="CPU threads for inference (default: torch's)")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for inference (default: the CPUs less one, at least one)"
+    )
     quantize: Quantize | None = Field(None, description="'int8' for dynamic int8 quantization on CPU")
     exit_rule: str | None = Field(None, description="exit rule spec, e.g. 'cwb:threshold=0.2,window=2,margin=0.3'")
     tagger: str | None = Field(

@@ -200,7 +200,7 @@ def test_worker_and_backtest_share_one_processing_step(tmp_path: Path, engine: o
     for name in ("parse", "dedupe", "duplicate_id_detail", "link", "document"):
         assert getattr(pipeline.worker, name) is getattr(pipeline.backtest, name) is getattr(process, name), name
     assert pipeline.applier.fold is pipeline.backtest.fold is process.fold
-    for name in ("stories", "story_index", "story_signs"):
+    for name in ("story", "story_index", "story_signs"):
         assert getattr(pipeline.applier, name) is getattr(pipeline.backtest, name) is getattr(process, name), name
     assert pipeline.applier.duplicate_id_detail is process.duplicate_id_detail
 
@@ -222,7 +222,8 @@ def test_worker_and_backtest_share_one_processing_step(tmp_path: Path, engine: o
     want = []
     for m, m_links, p in zip(msgs, links, preds, strict=True):
         doc = process.document(m, m_links, p, labels=labels, model_version=version, ingested_at=now, scored_at=now)
-        (doc,) = process.stories(index, [doc], process.story_signs([doc]))
+        signs = process.story_signs([doc])
+        doc = process.story(index, doc, signs.sigs[0], signs.keys[0]).doc
         want.extend(process.fold(agg, doc, doc.published_at).updates)
     assert len(index) < len(msgs), "the feed repeats stories: some documents must share one"
     want.sort(key=lambda u: (u.as_of, u.symbol, u.seq))

@@ -211,6 +211,27 @@ def test_build_engine_replicas_from_settings():
         torch.set_num_threads(threads)
 
 
+def test_inference_leaves_one_cpu_to_the_event_loop(monkeypatch: pytest.MonkeyPatch):
+    import torch
+
+    from pipeline import inference
+    from pipeline.settings import Settings
+
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(inference.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+        assert inference.cpu_threads(Settings()) == 3
+        assert inference.engine_replicas(Settings()) == 3
+        assert inference.cpu_threads(Settings(threads=4)) == 4  # an explicit count is taken as it is
+        monkeypatch.setattr(inference.os, "sched_getaffinity", lambda pid: {0, 1})
+        assert isinstance(inference.build_engine(Settings(), MODELS[("bert", False)]), EarlyExitEngine)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(inference.os, "sched_getaffinity", lambda pid: {0})
+        assert inference.cpu_threads(Settings()) == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("replicas", [1, 2])
 async def test_a_cancelled_caller_does_not_kill_the_engine(replicas: int):
     """A worker shutting down cancels its awaiting tasks; the engine must finish and keep serving."""

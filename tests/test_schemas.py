@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib.util
 import itertools
 import json
@@ -665,3 +666,12 @@ def test_sample_feed_is_what_the_generator_writes() -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.render(mod.generate()) == (DATA / "sample_feed.jsonl").read_text(encoding="utf-8")
+
+
+def test_with_story_equals_replace_and_keeps_the_checks() -> None:
+    d = scored(text="Apple beats", lang="en", source="wire", kind="news", truncated=True, aggregated=False)
+    got = d.with_story("n-0", 0.75)
+    assert got == dataclasses.replace(d, story_id="n-0", novelty=0.75)
+    assert got.story == "n-0" and d.story_id is None  # the original is untouched
+    with pytest.raises(ValueError, match="novelty"):
+        d.with_story("n-0", 1.5)

@@ -32,6 +32,7 @@ is produced and committed when) is :class:`pipeline.checkpoint.Checkpoint`'s.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -47,7 +48,7 @@ import redis.asyncio as aioredis
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, TickerState
 from pipeline.keys import DEFAULT_DOC_TTL_S, Keys, text_hash
-from pipeline.novelty import SIGNATURE_VERSION
+from pipeline.novelty import SIGNATURE_VERSION, StoryIndex
 from pipeline.outbox import OutboxEntry, OutboxPublisher
 from pipeline.process import (
     DUPLICATE_ID,
@@ -71,6 +72,11 @@ _TICKER_FIELDS: tuple[str, ...] = TickerScore.__slots__  # type: ignore[attr-def
 _ticker_values = attrgetter(*_TICKER_FIELDS)
 _STORY_SEP = "\x1f"  # between doc id and story id in an event member (the ASCII unit separator)
 _NO_STORY: list[Any] = ["", 0, 0, 0, 0, ""]  # story detection off: the script skips the story
+# Bounds of the applier's own story index (about 2 KB a story) and of the band keys it knows it
+# must read (about 150 bytes each): past them the oldest go, and a document that needed them is
+# refused by the commit script once and then decided on a read.
+_MAX_OWN_STORIES = 50_000
+_MAX_READ_KEYS = 500_000
 
 
 def commit_script() -> str:
@@ -121,6 +127,18 @@ class Outcome:
     doc: ScoredDocument | None = None
     updates: list[TickerScore] = field(default_factory=list)
     dead_letter: DeadLetter | None = None
+
+
+@dataclass(slots=True)
+class _Decided:
+    """A document's story as :meth:`Applier._stories` decided it: the document with its story,
+    the commit script's story arguments, its band keys, and whether the applier's own index
+    decided it (else a read of Redis)."""
+
+    doc: ScoredDocument
+    block: list[Any]
+    keys: list[str]
+    own: bool
 
 
 class Applier:
@@ -178,6 +196,14 @@ class Applier:
         self._story_window_ms = (novelty_window_s or 0) * 1000
         keep_ms = self._story_window_ms + round(lateness_s * 1000)
         self._story_header = [self.story_prefix, self._story_window_ms, keep_ms, keep_ms // 1000 + 3600]
+        self._keep_ms = keep_ms
+        # Stories this applier started and wrote alone, as far as it knows: decided here with no
+        # read, and the commit script refuses any decision that Redis contradicts (see _stories).
+        self._own = story_index(novelty_window_s or 0, lateness_s)
+        # Band keys that point to stories in Redis this applier does not hold (started by another
+        # worker or before a restart, or demoted): documents with one of them are decided on a
+        # read. Key -> newest publication time (ms) of a document that had it.
+        self._read_keys: dict[str, int] = {}
 
     # ---- reads
 
@@ -273,20 +299,21 @@ class Applier:
         args: list[Any] = [self.keys.prefix, self.history_len, self.doc_ttl_s, *self._story_header,
                            len(_TICKER_FIELDS), *_TICKER_FIELDS]  # fmt: skip
         args.append(len(items))
-        blocks: dict[int, list[Any]] = {}
+        decided_at: dict[int, _Decided] = {}
         if self.novelty_window_s is not None:
             scored = [k for k, (_, w) in enumerate(items) if isinstance(w, Scored)]
             if scored:
                 decided = await self._stories([items[k][1].doc for k in scored])  # type: ignore[union-attr]
-                for k, (doc, block) in zip(scored, decided, strict=True):
+                for k, dec in zip(scored, decided, strict=True):
                     i, w = items[k]
-                    items[k] = (i, Scored(doc, w.text_hash, w.raw, w.topic, w.partition, w.offset))  # type: ignore[union-attr]
-                    blocks[k] = block
+                    items[k] = (i, Scored(dec.doc, w.text_hash, w.raw, w.topic, w.partition, w.offset))  # type: ignore[union-attr]
+                    decided_at[k] = dec
         prepared: list[Outcome] = []
         touched: set[str] = set()
         for k, (_, w) in enumerate(items):
             if isinstance(w, Scored):
-                outcome, item_args = self._prepare_doc(w, now, blocks.get(k, _NO_STORY))
+                dec = decided_at.get(k)
+                outcome, item_args = self._prepare_doc(w, now, _NO_STORY if dec is None else dec.block)
                 touched.update(u.symbol for u in outcome.updates)
             else:
                 outcome, item_args = self._prepare_dead_letter(w.dead_letter)
@@ -303,6 +330,8 @@ class Applier:
             metrics.RETRIES.labels("redis apply").inc()
             for s in touched:
                 self.agg.tickers.pop(s, None)
+            for dec in decided_at.values():
+                self._settle(dec, None)
             streams = {self._stream(w) for _, w in items}
             await asyncio.sleep(0.1)
             await retry(lambda: self.publisher.recover(streams), "outbox recovery after a failed apply")
@@ -337,6 +366,8 @@ class Applier:
                 again.append((i, Rejected(dl)))
             else:
                 raise RuntimeError(f"apply script returned {status!r} for {w!r}")
+        for k, dec in decided_at.items():
+            self._settle(dec, statuses[k])
         for i, w in copies:
             k = first_of[w.doc.id]
             first = items[k][1]
@@ -362,41 +393,100 @@ class Applier:
         where = f"{dl.topic}:{dl.partition}:{dl.offset}"
         return self._entry(stream, f"dlq:{where}", self.dlq_topic, dl.doc_id or where, dl.to_json())
 
-    async def _stories(self, docs: Sequence[ScoredDocument]) -> list[tuple[ScoredDocument, list[Any]]]:
-        """Each document with its story and novelty, decided (in order) on the story index as
-        Redis holds it now plus this round's earlier documents; and the commit script's story
-        arguments, with which it checks that what was read still holds when it commits."""
+    async def _stories(self, docs: Sequence[ScoredDocument]) -> list[_Decided]:
+        """Each document with its story and novelty, decided in order, and the commit script's
+        story arguments, with which it checks that what the decision rested on still holds in
+        Redis when it commits (the owners of the document's band keys, its story's documents
+        before it).
+
+        A document whose band keys lead only to stories this applier started and wrote alone
+        (or nowhere) is decided on its own index, with no read: the common case, a story seen
+        for the first time. The others, whose keys lead to stories that another worker (or this
+        one before a restart) wrote, or to stories no longer live here, are decided on what one
+        read of Redis returns for them. If the script refuses an own decision (another worker
+        wrote that story or those keys meanwhile), the story leaves the own index and its keys
+        are read from then on."""
         signs = story_signs(docs)
-        index = story_index(self.novelty_window_s or 0, self.lateness_s)
-        keys = sorted({k for ks in signs.keys for k in ks})
-        if keys:
-            times = [d.published_at for d in docs]
-            packed = msgpack.packb(
-                [self.story_prefix, min(times), max(times), self._story_window_ms, *keys], use_bin_type=False
-            )
-            raw = await retry(lambda: self.lookup(keys=[], args=[packed]), "Redis story lookup")
-            owners, found = msgpack.unpackb(raw, raw=True)
-            index.load(
-                {k: o.decode() for k, o in zip(keys, owners, strict=True) if o},
-                {
-                    sid.decode(): (
-                        np.frombuffer(rep, dtype="<u4").copy(),
-                        [(int(score), member.decode()) for member, score in zip(flat[::2], flat[1::2], strict=True)],
-                        count,
-                    )
-                    for sid, rep, flat, count in found
-                },
-            )
+        own_rows = [not self._needs_read(ks, d.published_at) for d, ks in zip(docs, signs.keys, strict=True)]
+        read_index = None
+        if not all(own_rows):
+            read_index = await self._read_stories([d for d, own in zip(docs, own_rows, strict=True) if not own], [
+                ks for ks, own in zip(signs.keys, own_rows, strict=True) if not own
+            ])  # fmt: skip
         out = []
-        for d, sig, ks in zip(docs, signs.sigs, signs.keys, strict=True):
-            decided = story(index, d, sig, ks)
+        for d, sig, ks, own in zip(docs, signs.sigs, signs.keys, own_rows, strict=True):
+            decided = story(self._own if own or read_index is None else read_index, d, sig, ks)
             sid = decided.doc.story
             block: list[Any] = [sid, decided.repeats_before, d.published_at, len(ks)]
             for pair in zip(ks, decided.owners_before, strict=True):
                 block += pair
             block += [len(decided.claimed), *decided.claimed, sig.astype("<u4").tobytes() if sid == d.id else ""]
-            out.append((decided.doc, block))
+            out.append(_Decided(decided.doc, block, ks, own))
+        self._bound_story_memory()
         return out
+
+    def _needs_read(self, keys: list[str], t: int) -> bool:
+        own, read, live = self._own, self._read_keys, ""
+        for k in keys:
+            if k in read:
+                return True
+            sid = own.band_to_story.get(k)
+            if sid is not None and sid != live:
+                if not own.live(sid, t):  # another worker may have kept it alive
+                    return True
+                live = sid
+        return False
+
+    async def _read_stories(self, docs: list[ScoredDocument], keys_of: list[list[str]]) -> StoryIndex:
+        """A story index for deciding ``docs``: the stories their band keys lead to in Redis, as
+        far as the documents' windows reach (one script call)."""
+        index = story_index(self.novelty_window_s or 0, self.lateness_s)
+        keys = sorted({k for ks in keys_of for k in ks})
+        if not keys:
+            return index
+        times = [d.published_at for d in docs]
+        packed = msgpack.packb(
+            [self.story_prefix, min(times), max(times), self._story_window_ms, *keys], use_bin_type=False
+        )
+        raw = await retry(lambda: self.lookup(keys=[], args=[packed]), "Redis story lookup")
+        owners, found = msgpack.unpackb(raw, raw=True)
+        index.load(
+            {k: o.decode() for k, o in zip(keys, owners, strict=True) if o},
+            {
+                sid.decode(): (
+                    np.frombuffer(rep, dtype="<u4").copy(),
+                    [(int(score), member.decode()) for member, score in zip(flat[::2], flat[1::2], strict=True)],
+                    count,
+                )
+                for sid, rep, flat, count in found
+            },
+        )
+        return index
+
+    def _settle(self, decided: _Decided, status: str | None) -> None:
+        """Keep the own index true to Redis once the script answered for ``decided`` (``None``:
+        unknown whether it committed)."""
+        t = decided.doc.published_at
+        if not decided.own:  # its keys lead to stories written elsewhere: read them next time too
+            self._mark_read(decided.keys, t)
+        elif status != "ok":  # not written as decided here: Redis knows better from now on
+            self._mark_read([*decided.keys, *self._own.forget(decided.doc.story)], t)
+
+    def _mark_read(self, keys: Iterable[str], t: int) -> None:
+        read = self._read_keys
+        for k in keys:
+            if read.get(k, t) <= t:
+                read[k] = t
+
+    def _bound_story_memory(self) -> None:
+        own = self._own
+        while len(own) > _MAX_OWN_STORIES:
+            own.forget(next(iter(own.stories)))  # the oldest story
+        if len(self._read_keys) > _MAX_READ_KEYS:
+            horizon = max(self._read_keys.values()) - self._keep_ms
+            self._read_keys = {k: t for k, t in self._read_keys.items() if t >= horizon}
+            for k in list(itertools.islice(self._read_keys, max(0, len(self._read_keys) - _MAX_READ_KEYS // 2))):
+                del self._read_keys[k]
 
     def _prepare_doc(self, w: Scored, now: int, story: list[Any]) -> tuple[Outcome, list[Any]]:
         """Fold the document into the cached states; the script arguments that commit it

@@ -695,7 +695,14 @@ class StoryIndex:
     def _live(self, entry: _Entry, t: float) -> bool:
         if entry.base:
             return True
-        i = bisect.bisect_right(entry.times, t - self.window_s, key=_published)
+        if not entry.times:
+            return False
+        newest = entry.times[-1][0]
+        if newest <= t - self.window_s:
+            return False
+        if newest < t + self.window_s:  # the common case in a stream: no search
+            return True
+        i = bisect.bisect_right(entry.times, (t - self.window_s, _LAST_ID))
         return i < len(entry.times) and entry.times[i][0] < t + self.window_s
 
     def assign(self, doc_id: str, signature: np.ndarray, published_at: float, keys: list[str] | None = None) -> Story:
@@ -771,13 +778,26 @@ class StoryIndex:
             for t, d in entry.times:  # a document indexed before keeps its answer (a re-delivery)
                 self._loaded[d] = (sid, t)
 
+    def live(self, sid: str, t: float) -> bool:
+        """Whether story ``sid`` is in the index and live for a document published at ``t``."""
+        entry = self.stories.get(sid)
+        return entry is not None and self._live(entry, t)
+
+    def forget(self, sid: str) -> list[str]:
+        """Drop story ``sid`` (its band keys, its documents' answers); returns its band keys."""
+        entry = self.stories.get(sid)
+        if entry is None:
+            return []
+        self._drop(sid)
+        return entry.keys
+
     def answer(self, doc_id: str) -> Story:
         """What :meth:`assign` answered for ``doc_id`` (KeyError if it was not assigned)."""
         return self._answers[doc_id]
 
     def _story(self, sid: str, doc_id: str, t: float) -> Story:
         times = self.stories[sid].times
-        first = bisect.bisect_right(times, t - self.window_s, key=_published)
+        first = bisect.bisect_right(times, (t - self.window_s, _LAST_ID))
         k = self.stories[sid].base + max(0, bisect.bisect_left(times, (t, doc_id)) - first)
         return Story(sid, k, novelty(k))
 
@@ -805,5 +825,6 @@ class StoryIndex:
                 del self._loaded[d]
 
 
-def _published(item: tuple[float, str]) -> float:
-    return item[0]
+# sorts after every doc id: (t, _LAST_ID) bisects (published_at, doc id) pairs by time alone,
+# without a key function
+_LAST_ID = "\U0010ffff"

@@ -24,6 +24,7 @@ from pipeline.aggregate import Aggregator, recompute_states
 from pipeline.applier import Applier, Rejected, Scored
 from pipeline.infra import EmbeddedBroker, create_topics
 from pipeline.keys import Keys, text_hash
+from pipeline.novelty import SIGNATURE_VERSION
 from pipeline.outbox import OutboxPublisher
 from pipeline.schemas import DeadLetter, ScoredDocument, TickerScore
 
@@ -44,11 +45,12 @@ class Env:
     dlq: str
     offset: int = 0
 
-    def applier(self, lateness_s: float = 3600.0) -> Applier:
+    def applier(self, lateness_s: float = 3600.0, novelty_window_s: int | None = None) -> Applier:
         return Applier(
             self.redis, self.keys, Aggregator(3600.0, lateness_s), self.publisher,
             documents_topic=self.docs, scores_topic=self.scores, dlq_topic=self.dlq,
-            history_len=3, clock=lambda: T0 + 10 * HOUR,
+            history_len=3, clock=lambda: T0 + 10 * HOUR, novelty_window_s=novelty_window_s,
+            lateness_s=lateness_s,
         )  # fmt: skip
 
     async def new_publisher(self) -> OutboxPublisher:
@@ -353,3 +355,89 @@ async def test_lost_produce_ack_is_checked_before_resending(env: Env) -> None:
     env.publisher.producer = real
     records = await read_topic(env.bootstrap, env.docs) + await read_topic(env.bootstrap, env.scores)
     assert sorted(r.effect_id for r in records) == ["doc:a1", "score:AAPL:1", "score:MSFT:1"]
+
+
+STORY = "$AAPL recalls 2 million iPhones over a battery defect"
+COPIES = [STORY, f"RT @wire: {STORY}", f"BREAKING: {STORY}", f"{STORY} https://t.co/x1", STORY.upper()]
+
+
+def story_docs() -> list[ScoredDocument]:
+    """Copies of one story among other stories, a minute apart."""
+    texts = []
+    for i in range(15):
+        texts.append(COPIES[i % len(COPIES)])
+        texts.append(f"$MSFT story number {i}: Microsoft opens its office {i} in a new city")
+    return [scored_doc(f"s{i:02d}", T0 + i * 60_000, ("AAPL",), text=t) for i, t in enumerate(texts)]
+
+
+def one_index_answers(docs: list[ScoredDocument]) -> dict[str, tuple[str, float]]:
+    """What one story index, deciding every document in publication order, answers."""
+    from pipeline.process import story, story_index, story_signs
+
+    index = story_index(86_400, 3600.0)
+    signs = story_signs(docs)
+    out = {}
+    for d, sig, ks in zip(docs, signs.sigs, signs.keys, strict=True):
+        got = story(index, d, sig, ks).doc
+        out[d.id] = (got.story, got.novelty)
+    return out
+
+
+def count_reads(applier: Applier) -> list[int]:
+    calls = [0]
+    lookup = applier.lookup
+
+    async def counted(*args: object, **kw: object) -> object:
+        calls[0] += 1
+        return await lookup(*args, **kw)
+
+    applier.lookup = counted  # type: ignore[assignment]
+    return calls
+
+
+async def test_stories_this_applier_started_are_decided_without_reading_redis(env: Env) -> None:
+    docs = story_docs()
+    a = env.applier(novelty_window_s=86_400)
+    reads = count_reads(a)
+    got = {}
+    for chunk in (docs[:7], docs[7:20], docs[20:]):
+        for o in await a.apply([env.scored(d) for d in chunk]):
+            assert o.status == "applied" and o.doc is not None
+            got[o.doc.id] = (o.doc.story, o.doc.novelty)
+    assert got == one_index_answers(docs)
+    assert reads[0] == 0
+    assert got["s28"] == ("s00", pytest.approx(0.75**14))
+
+
+async def test_appliers_sharing_stories_agree_with_one_index(env: Env) -> None:
+    """Two workers take turns on the same stories, then a third starts (a restart): each finds
+    what the others wrote, through the commit script's refusal and a read."""
+    docs = story_docs()
+    a, b, c = (env.applier(novelty_window_s=86_400) for _ in range(3))
+    got = {}
+    turns = [a, b] * 7 + [c]
+    for n, applier in enumerate(turns):
+        chunk = docs[n * 2 : n * 2 + 2] if applier is not c else docs[28:]
+        for o in await applier.apply([env.scored(d) for d in chunk]):
+            assert o.status == "applied" and o.doc is not None
+            got[o.doc.id] = (o.doc.story, o.doc.novelty)
+    assert len(got) == len(docs)
+    assert got == one_index_answers(docs)
+    members = await env.redis.zcard(f"{env.keys.stories(SIGNATURE_VERSION)}s:s00")
+    assert members == 15  # every copy, once
+
+
+async def test_an_own_decision_the_script_refuses_is_forgotten(env: Env) -> None:
+    """A stale ticker state makes the script refuse a document this applier decided alone: its
+    story leaves the applier's index and the retry, decided on a read, is still right."""
+    docs = story_docs()
+    a, b = env.applier(novelty_window_s=86_400), env.applier(novelty_window_s=86_400)
+    assert (await a.apply([env.scored(docs[0])]))[0].status == "applied"  # A caches AAPL and the story
+    other = scored_doc("x", T0 + 30_000, ("AAPL",), text="Apple opens a store in Mumbai")
+    assert (await b.apply([env.scored(other)]))[0].status == "applied"  # AAPL moves on in Redis
+    conflicts = metrics.CONFLICTS._value.get()
+    (o,) = await a.apply([env.scored(docs[2])])  # A's AAPL state is stale: refused once, then read
+    assert metrics.CONFLICTS._value.get() > conflicts
+    assert o.status == "applied" and o.doc is not None
+    assert (o.doc.story, o.doc.novelty) == ("s00", 0.75)
+    assert "s00" not in a._own.stories  # Redis knows better from now on

@@ -609,9 +609,15 @@ class Bench:
             for f in fractions:
                 rate = f * max_rate
                 await asyncio.sleep(1.0)
+                all0, loop0 = tree_cpu_seconds(procs["worker"])
                 ids = await self.paced(f"load{round(f * 100)}", rate, duration)
                 await self.wait_applied(ids, max(10.0, 2 * duration), f"load {f:.0%}")
+                all1, loop1 = tree_cpu_seconds(procs["worker"])
                 row = {"fraction": f, "offered_per_s": round(rate, 1), **self.stats(ids), "ids": ids}
+                if None not in (all0, all1, loop0, loop1) and ids:
+                    # paced: the worker's CPU per message at this rate, idle wake-ups included
+                    row["worker_cpu_ms_per_msg"] = {"all": round((all1 - all0) * 1000 / len(ids), 3),
+                                                    "event_loop_thread": round((loop1 - loop0) * 1000 / len(ids), 3)}  # fmt: skip
                 loads.append(row)
                 log(
                     f"offered {row['offered_per_s']}/s: achieved {row['achieved_per_s']}/s, "

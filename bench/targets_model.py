@@ -4,7 +4,7 @@ Research only: the target-level sets are non-commercial (SemEval-2017 Task 5, CC
 carry no licence (FiQA 2018), see docs/targets.md. Nothing here touches the default model or path.
 
 The input marks the target the simplest way the backbone already reads: ``"{target} [SEP] {text}"``
-(:func:`target_input`; the tokenizer turns the literal ``[SEP]`` into its separator token). The
+(:func:`models.targets.target_input`). The
 same early-exit model and recipe as the shipped one learn "sentiment toward this target" from it.
 
     python bench/targets_model.py data --out /tmp/targets_train.csv   # training rows, held-out left out
@@ -49,13 +49,9 @@ from bench.targets_eval import (
     normalise,
     row_splits,
 )
+from models.targets import target_input
 
 MICROBLOGS = "semeval2017_task5/microblogs"
-
-
-def target_input(text: str, target: str) -> str:
-    """The target model's input for sentiment toward ``target`` in ``text``."""
-    return f"{target} [SEP] {text}"
 
 
 def training_rows(rows_by_dataset: dict[str, list[Any]], pairs: int = 0, seed: int = 13) -> list[tuple[str, str]]:

@@ -249,17 +249,31 @@ def score(
     max_batch: int | None = None,
     quantize: Annotated[str | None, typer.Option(help="'int8': dynamic int8 quantization (CPU)")] = None,
     threads: int | None = None,
+    target: Annotated[list[str] | None, typer.Option(
+        help="score the sentiment toward this ticker or name ($AAPL, Ford) instead of the whole text; "
+             "repeatable, one line per text and target. Uses the target model (--model, default: the "
+             "shipped research-only target model, trained on non-commercial data)")] = None,
 ) -> None:
     """Score texts; prints one JSON line per text, in input order.
 
     {"text", "label", "probs": {negative, neutral, positive}, "score": P(pos)-P(neg), "exit_layer", "lang"}
 
+    With --target, one line per text and target, with "target" added: the sentiment toward it
+    ("$AAPL soars while $MSFT sinks" answers positive for $AAPL, negative for $MSFT).
+
     A text detected as not English gets a "warning" (the model reads English only); a blank one
     gets the "error" a feed record would be dead-lettered with, and the command exits 1.
     """
+    from models.targets import TARGET_MODEL_DIR, target_input
     from pipeline.inference import build_engine
 
     items = _texts(texts)
+    targets = [t.strip() for t in target or []]
+    if any(not t for t in targets):
+        _fail("--target must name a ticker or company, not be blank")
+    if targets and model is None:
+        model = TARGET_MODEL_DIR
+        typer.echo(f"target model: {TARGET_MODEL_DIR.name} (research only: trained on non-commercial data)", err=True)
     settings = _settings(model_dir=model, exit_rule=rule, max_batch=max_batch, quantize=quantize, threads=threads)
     try:
         engine = build_engine(settings)
@@ -270,21 +284,26 @@ def score(
 
     labels = engine.model.labels
     msgs = _messages(items)
-    predictions = iter(engine.predict_texts([m.text for m in msgs if not isinstance(m, ParseError)]))
+    asked: list[str | None] = list(targets) or [None]
+    inputs = [m.text if t is None else target_input(m.text, t)
+              for m in msgs if not isinstance(m, ParseError) for t in asked]  # fmt: skip
+    predictions = iter(engine.predict_texts(inputs))
     for text, m in zip(items, msgs):
         if isinstance(m, ParseError):
             line: dict[str, Any] = {"text": text, "error": m.reason, "detail": m.detail}
-        else:
+            sys.stdout.write(orjson.dumps(line).decode() + "\n")
+            continue
+        lang = language(m.text)
+        for t in asked:
             p = next(predictions)
             probs = dict(zip(labels, p.probs))
-            line = {"text": text, "label": p.label, "probs": probs,
-                    "score": probs["positive"] - probs["negative"], "exit_layer": p.exit_layer,
-                    "lang": language(m.text)}
-            if line["lang"] != "en":  # the worker keeps such a text out of the ticker aggregates
+            line = {"text": text, **({} if t is None else {"target": t}), "label": p.label, "probs": probs,
+                    "score": probs["positive"] - probs["negative"], "exit_layer": p.exit_layer, "lang": lang}
+            if lang != "en":  # the worker keeps such a text out of the ticker aggregates
                 line["warning"] = "not English: the model reads English only"
             if p.truncated or m.text_truncated:
                 line["truncated"] = True
-        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+            sys.stdout.write(orjson.dumps(line).decode() + "\n")
     _rejected(items, msgs)
 
 

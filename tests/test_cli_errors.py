@@ -139,3 +139,20 @@ def test_link_answers_for_the_text_the_worker_would_link() -> None:
     assert {r["symbol"] for r in row["links"]} == {"AAPL", "MSFT"}
     for r in row["links"]:
         assert row["text"][r["span"][0]:r["span"][1]] in ("Apple", "$MSFT")
+
+
+def test_score_toward_targets_answers_each_target_with_the_target_model() -> None:
+    import orjson
+
+    text = "$AAPL soars on record iPhone sales while $MSFT sinks after a cloud miss"
+    proc = _finsent("score", "--target", "$AAPL", "--target", "$MSFT", text, " ")
+    assert proc.returncode == 1, proc.stderr  # the blank text is rejected, the other answered
+    rows = [orjson.loads(line) for line in _lines(proc.stdout)]
+    assert [r.get("target") for r in rows] == ["$AAPL", "$MSFT", None]
+    assert rows[2]["error"] == "empty_text"
+    aapl, msft = rows[0], rows[1]
+    assert aapl["label"] == "positive" and msft["label"] == "negative"
+    assert aapl["score"] > 0.3 > -0.3 > msft["score"]
+    assert "research only" in proc.stderr
+    blank = _finsent("score", "--target", " ", text)
+    assert blank.returncode != 0 and "--target must name a ticker" in blank.stderr

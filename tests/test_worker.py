@@ -430,12 +430,19 @@ def test_a_failing_process_stops_the_others(broker: EmbeddedBroker, redis_url: s
         "worker", "--namespace", "x", "--metrics-port", "9102", "--process-index", "2"]  # fmt: skip
     assert child_args(["worker", "--processes=2"], 0, 0)[-4:] == ["--metrics-port", "0", "--process-index", "0"]
     s = make_settings(broker.bootstrap, redis_url, ns)
-    taken = socket.socket()
-    taken.bind(("0.0.0.0", 0))  # prometheus-client serves on every interface
-    taken.listen()
-    port = taken.getsockname()[1]
-    with socket.socket() as free:
-        free.bind(("0.0.0.0", port - 1))
+    for _ in range(100):  # a taken port whose predecessor is free (child 0 serves there)
+        taken = socket.socket()
+        taken.bind(("0.0.0.0", 0))  # prometheus-client serves on every interface
+        taken.listen()
+        port = taken.getsockname()[1]
+        try:
+            with socket.socket() as free:
+                free.bind(("0.0.0.0", port - 1))
+            break
+        except OSError:
+            taken.close()
+    else:
+        pytest.fail("no free port below a free port in 100 tries")
     log_path = tmp_path / "procs.log"
     proc = spawn_worker(s, log_path, model_dir=MODEL_DIR, processes=2, metrics_port=port - 1)
     try:

@@ -101,14 +101,18 @@ def heldout_microblog_pairs(rows: list[Any]) -> list[tuple[str, str, float]]:
     return [(t, g, float(np.mean(s))) for (t, g), s in scores.items()]
 
 
-def predict(model_dir: Path | None, texts: list[str]) -> tuple[np.ndarray, list[str]]:
-    """Scores (P(positive) - P(negative)) and labels of ``texts`` at the model's tuned exit rule."""
+def engine(model_dir: Path | None) -> Any:
+    """An engine for ``model_dir`` (None: the shipped model) at its tuned exit rule."""
     from pipeline.inference import build_engine
     from pipeline.settings import Settings
 
-    engine = build_engine(Settings(model_dir=model_dir, max_batch=64))
-    labels = list(engine.model.labels)
-    preds = engine.predict_texts(texts)
+    return build_engine(Settings(model_dir=model_dir, max_batch=64))
+
+
+def predict(eng: Any, texts: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Scores (P(positive) - P(negative)) and labels of ``texts``."""
+    labels = list(eng.model.labels)
+    preds = eng.predict_texts(texts)
     probs = np.array([p.probs for p in preds])
     return probs[:, labels.index("positive")] - probs[:, labels.index("negative")], [p.label for p in preds]
 
@@ -121,8 +125,9 @@ def score(model_dir: Path, data_dir: str | None) -> dict[str, Any]:
     rows_by_dataset, _ = load_all(data_dir)
     pairs = heldout_microblog_pairs(rows_by_dataset[MICROBLOGS])
     gold = np.array([s for _, _, s in pairs])
-    target_scores, _ = predict(model_dir, [target_input(t, g) for t, g, _ in pairs])
-    doc_scores, _ = predict(None, [t for t, _, _ in pairs])
+    target_engine, shipped_engine = engine(model_dir), engine(None)
+    target_scores, _ = predict(target_engine, [target_input(t, g) for t, g, _ in pairs])
+    doc_scores, _ = predict(shipped_engine, [t for t, _, _ in pairs])
     out: dict[str, Any] = {
         "model": str(model_dir),
         "microblog_heldout_pairs": len(pairs),
@@ -136,8 +141,8 @@ def score(model_dir: Path, data_dir: str | None) -> dict[str, Any]:
         chosen = [r for r in items if r.set == kind]
         inputs = [target_input(r.text, t["target"]) for r in chosen for t in r.targets]
         golds = [t["label"] for r in chosen for t in r.targets]
-        _, target_labels = predict(model_dir, inputs)
-        _, doc_labels = predict(None, [r.text for r in chosen])
+        _, target_labels = predict(target_engine, inputs)
+        _, doc_labels = predict(shipped_engine, [r.text for r in chosen])
         copied = [lab for r, lab in zip(chosen, doc_labels, strict=True) for _ in r.targets]
         out[f"{kind}_heldout"] = {
             "items": len(chosen),

@@ -408,14 +408,14 @@ class Applier:
         are read from then on."""
         signs = story_signs(docs)
         own_rows = [not self._needs_read(ks, d.published_at) for d, ks in zip(docs, signs.keys, strict=True)]
-        read_index = None
+        read_index = self._own  # unused unless some document needs a read
         if not all(own_rows):
             read_index = await self._read_stories([d for d, own in zip(docs, own_rows, strict=True) if not own], [
                 ks for ks, own in zip(signs.keys, own_rows, strict=True) if not own
             ])  # fmt: skip
         out = []
         for d, sig, ks, own in zip(docs, signs.sigs, signs.keys, own_rows, strict=True):
-            decided = story(self._own if own or read_index is None else read_index, d, sig, ks)
+            decided = story(self._own if own else read_index, d, sig, ks)
             sid = decided.doc.story
             block: list[Any] = [sid, decided.repeats_before, d.published_at, len(ks)]
             for pair in zip(ks, decided.owners_before, strict=True):

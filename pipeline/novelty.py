@@ -717,19 +717,18 @@ class StoryIndex:
     ) -> tuple[Story, list[str], list[str]]:
         """:meth:`assign`, also returning what a store must check and write to record it: the
         story each of ``keys`` pointed to before (``""``: none), and the keys that now point to
-        the document's story and did not before (both empty for a document answered before)."""
+        the document's story and did not before (none for a document answered before)."""
         t = float(published_at)
+        get = self.band_to_story.get
         known = self._answers.get(doc_id)
-        if known is not None:
-            return known, [], []
-        if doc_id in self._loaded:
+        if known is None and doc_id in self._loaded:
             sid, t_loaded = self._loaded[doc_id]
             known = self._answers[doc_id] = self._story(sid, doc_id, t_loaded)
-            return known, [], []
+        if known is not None:
+            return known, [get(k, "") for k in keys or []], []
         sig = np.asarray(signature)
         if keys is None:
             keys = [] if is_empty(sig, self.num_perm) else band_keys(sig, self.bands, self.rows)
-        get = self.band_to_story.get
         owners = [get(k) for k in keys]
         best, best_sim = None, -1.0
         for sid in dict.fromkeys(owners):

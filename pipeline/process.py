@@ -168,8 +168,6 @@ def story(index: novelty.StoryIndex, doc: ScoredDocument, sig: np.ndarray, keys:
     document's novelty counts only its story's documents published before it inside the
     window). ``sig``, ``keys``: its row of :func:`story_signs`."""
     st, owners_before, claimed = index.assign_keys(doc.id, sig, doc.published_at, keys)
-    if keys and not owners_before:  # answered before: nothing changed
-        owners_before = [index.band_to_story.get(k, "") for k in keys]
     return StoryDecision(doc.with_story(st.story_id, st.novelty), st.repeats_before, owners_before, claimed)
 
 

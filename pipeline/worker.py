@@ -200,8 +200,7 @@ class Worker:
         may take process-wide settings: the signal handlers, and a garbage collector tuned for
         it (see :func:`tune_gc`)."""
         loop = asyncio.get_running_loop()
-        handle_signals = owns_process
-        if handle_signals:
+        if owns_process:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
             loop.add_signal_handler(signal.SIGUSR1, self._dump_stacks)
@@ -214,7 +213,7 @@ class Worker:
             await self._serve()
         finally:
             await self._close()
-            if handle_signals:
+            if owns_process:
                 faulthandler.unregister(signal.SIGUSR1)
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                     loop.remove_signal_handler(sig)

@@ -71,7 +71,7 @@ _MAX_CONFLICT_ROUNDS = 100
 _TICKER_FIELDS: tuple[str, ...] = TickerScore.__slots__  # type: ignore[attr-defined]
 _ticker_values = attrgetter(*_TICKER_FIELDS)
 _STORY_SEP = "\x1f"  # between doc id and story id in an event member (the ASCII unit separator)
-_NO_STORY: list[Any] = ["", 0, 0, 0, 0, ""]  # story detection off: the script skips the story
+_NO_STORY: list[Any] = ["", 0, 0, [], 0, 1, ""]  # story detection off: the script skips the story
 # Bounds of the applier's own story index (about 2 KB a story) and of the band keys it knows it
 # must read (about 150 bytes each): past them the oldest go, and a document that needed them is
 # refused by the commit script once and then decided on a read.
@@ -417,25 +417,22 @@ class Applier:
         for d, sig, ks, own in zip(docs, signs.sigs, signs.keys, own_rows, strict=True):
             decided = story(self._own if own else read_index, d, sig, ks)
             sid = decided.doc.story
-            block: list[Any] = [sid, decided.repeats_before, d.published_at, len(ks)]
-            for pair in zip(ks, decided.owners_before, strict=True):
-                block += pair
-            block += [len(decided.claimed), *decided.claimed, sig.astype("<u4").tobytes() if sid == d.id else ""]
+            owners = decided.owners_before if any(decided.owners_before) else 0
+            claimed = 1 if len(decided.claimed) == len(ks) else decided.claimed
+            block = [sid, decided.repeats_before, d.published_at, ks, owners, claimed,
+                     sig.astype("<u4").tobytes() if sid == d.id else ""]  # fmt: skip
             out.append(_Decided(decided.doc, block, ks, own))
         self._bound_story_memory()
         return out
 
     def _needs_read(self, keys: list[str], t: int) -> bool:
-        own, read, live = self._own, self._read_keys, ""
-        for k in keys:
-            if k in read:
-                return True
-            sid = own.band_to_story.get(k)
-            if sid is not None and sid != live:
-                if not own.live(sid, t):  # another worker may have kept it alive
-                    return True
-                live = sid
-        return False
+        if self._read_keys and not self._read_keys.keys().isdisjoint(keys):
+            return True
+        own = self._own
+        owners = set(map(own.band_to_story.get, keys))
+        owners.discard(None)
+        # a story no longer live here may have been kept alive by another worker
+        return not all(own.live(sid, t) for sid in owners)
 
     async def _read_stories(self, docs: list[ScoredDocument], keys_of: list[list[str]]) -> StoryIndex:
         """A story index for deciding ``docs``: the stories their band keys lead to in Redis, as

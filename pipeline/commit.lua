@@ -9,9 +9,10 @@
 --          event_t, event_member, prune_cutoff, history_score, ticker_score_json, field values...
 --   late symbols (the document was late for them: checked against this call's failures only)
 --   entries: effect_id, topic, partition, key, value, scan_from
---   story: story_id ('' = no story detection), repeats_before, published_at, n_bands,
---          (band key, its owner as the applier read it or '') * n_bands, n_set, band keys to point
---          at the story..., representative signature ('' unless the document starts the story)
+--   story: story_id ('' = no story detection), repeats_before, published_at, {band keys},
+--          their owners as the applier read them ({owner or ''...}, or 0: none has one), the
+--          keys to point at the story ({band keys...}, or 1: all of them),
+--          representative signature ('' unless the document starts the story)
 -- item "L" (dead letter): guard_suffix, stream, message fingerprint, one entry
 -- Returns per item {status, entry ids...}; status: ok | dup | dupid | conflict.
 local A = cmsgpack.unpack(ARGV[1])
@@ -51,9 +52,8 @@ for it = 1, nitems do
     local epos = lpos + nl
     local spos = epos + 6 * ne
     local sid = A[spos]
-    local nb = tonumber(A[spos + 3])
-    local setpos = spos + 4 + 2 * nb
-    local nset = tonumber(A[setpos])
+    local bands = A[spos + 3]
+    local nb = #bands
     local status = 'ok'
     local stored = redis.call('GET', doc_key)
     if stored then
@@ -75,10 +75,17 @@ for it = 1, nitems do
       if status == 'ok' and sid ~= '' then
         if nb > 0 then
           local bk = {}
-          for b = 0, nb - 1 do bk[b + 1] = SP .. 'b:' .. A[spos + 4 + 2 * b] end
+          for b = 1, nb do bk[b] = SP .. 'b:' .. bands[b] end
           local cur = redis.call('MGET', unpack(bk))
-          for b = 0, nb - 1 do
-            if (cur[b + 1] or '') ~= A[spos + 5 + 2 * b] then status = 'conflict' break end
+          local owners = A[spos + 4]
+          if owners == 0 then
+            for b = 1, nb do
+              if cur[b] then status = 'conflict' break end
+            end
+          else
+            for b = 1, nb do
+              if (cur[b] or '') ~= owners[b] then status = 'conflict' break end
+            end
           end
         end
         if status == 'ok' then
@@ -119,10 +126,15 @@ for it = 1, nitems do
         redis.call('ZADD', sk, t, A[pos + 1])
         redis.call('ZREMRANGEBYSCORE', sk, '-inf', string.format('(%d', t - story_keep))
         redis.call('EXPIRE', sk, story_ttl)
-        local rep = A[setpos + nset + 1]
+        local rep = A[spos + 6]
         if rep ~= '' then redis.call('SET', SP .. 'r:' .. sid, rep, 'EX', story_ttl)
         else redis.call('EXPIRE', SP .. 'r:' .. sid, story_ttl) end
-        for b = 1, nset do redis.call('SET', SP .. 'b:' .. A[setpos + b], sid, 'EX', story_ttl) end
+        local claimed = A[spos + 5]
+        if claimed == 1 then
+          for b = 1, nb do redis.call('SET', SP .. 'b:' .. bands[b], sid, 'EX', story_ttl) end
+        else
+          for _, k in ipairs(claimed) do redis.call('SET', SP .. 'b:' .. k, sid, 'EX', story_ttl) end
+        end
       end
       redis.call('SET', doc_key, hash, 'EX', ttl)
       redis.call('INCR', P .. 'applied')
@@ -134,7 +146,7 @@ for it = 1, nitems do
       for t = 0, nt - 1 do tainted[A[tpos + t * tick_size]] = true end
       out[it] = {status}
     end
-    pos = setpos + nset + 2
+    pos = spos + 7
   elseif kind == 'L' then
     local stream = A[pos + 2]
     local guard = P .. A[pos + 1]

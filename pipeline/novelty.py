@@ -39,7 +39,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -641,14 +641,21 @@ class Story:
     novelty: float
 
 
-@dataclass
 class _Entry:
-    signature: np.ndarray  # the representative's (first indexed document's) signature
-    times: list[tuple[float, str]] = field(default_factory=list)  # (published_at, doc id), sorted
-    keys: list[str] = field(default_factory=list)  # band keys that point to this story
-    # documents known only by count (a store's read for one batch, see StoryIndex.load): all of
-    # them inside the window of every document the index is then asked about
-    base: int = 0
+    """One story in a :class:`StoryIndex`.
+
+    ``signature``: its representative's (first indexed document's); ``times``: its documents as
+    ``(published_at, doc id)``, sorted; ``keys``: the band keys that point to it; ``base``:
+    documents known only by count (a store's read for one batch, see :meth:`StoryIndex.load`),
+    all of them inside the window of every document the index is then asked about."""
+
+    __slots__ = ("base", "keys", "signature", "times")
+
+    def __init__(self, signature: np.ndarray, times: list[tuple[float, str]], keys: list[str], base: int = 0) -> None:
+        self.signature = signature
+        self.times = times
+        self.keys = keys
+        self.base = base
 
 
 class StoryIndex:
@@ -729,27 +736,38 @@ class StoryIndex:
         sig = np.asarray(signature)
         if keys is None:
             keys = [] if is_empty(sig, self.num_perm) else band_keys(sig, self.bands, self.rows)
-        owners = [get(k) for k in keys]
+        owners = list(map(get, keys))
+        stories = self.stories
+        live = [sid for sid in dict.fromkeys(owners)
+                if sid is not None and (e := stories.get(sid)) is not None and self._live(e, t)]
+        if not live:
+            # The common case in a stream, a story seen for the first time: no candidate, and
+            # every key is free to point to the new story.
+            if doc_id in stories:  # a story of that id from another time: it is over
+                self._drop(doc_id)
+            claimed = list(keys)
+            self.band_to_story.update(dict.fromkeys(claimed, doc_id))
+            stories[doc_id] = _Entry(sig.copy(), [(t, doc_id)], claimed)
+            story = self._answers[doc_id] = Story(doc_id, 0, 1.0)
+            self._advance(t)
+            return story, [""] * len(keys) if not any(owners) else [o or "" for o in owners], list(claimed)
         best, best_sim = None, -1.0
-        for sid in dict.fromkeys(owners):
-            entry = self.stories.get(sid) if sid is not None else None
-            if entry is None or not self._live(entry, t):
-                continue
-            sim = similarity(entry.signature, sig, self.num_perm)
+        for sid in live:
+            sim = similarity(stories[sid].signature, sig, self.num_perm)
             if sim >= self.threshold and (sim > best_sim or (sim == best_sim and best is not None and sid < best)):
                 best, best_sim = sid, sim
         current = owners
         if best is None:
             best = doc_id
-            if best in self.stories:  # a story of that id from another time: it is over
+            if best in stories:  # a story of that id from another time: it is over
                 self._drop(best)
-                current = [get(k) for k in keys]
-            self.stories[best] = _Entry(sig.copy())
-        entry = self.stories[best]
+                current = list(map(get, keys))
+            stories[best] = _Entry(sig.copy(), [], [])
+        entry = stories[best]
         bisect.insort(entry.times, (t, doc_id))
-        claimed: list[str] = []
+        claimed = []
         for key, owner in zip(keys, current, strict=True):
-            if owner == best or (owner is not None and owner in self.stories and self._live(self.stories[owner], t)):
+            if owner == best or (owner is not None and owner in stories and self._live(stories[owner], t)):
                 continue
             self.band_to_story[key] = best
             claimed.append(key)
@@ -773,7 +791,7 @@ class StoryIndex:
         t_min)`` (inside every batch document's window: counted, not listed)."""
         self.band_to_story.update(band_to_story)
         for sid, (sig, times, base) in stories.items():
-            entry = self.stories[sid] = _Entry(np.asarray(sig), sorted((float(t), d) for t, d in times), base=base)
+            entry = self.stories[sid] = _Entry(np.asarray(sig), sorted((float(t), d) for t, d in times), [], base)
             for t, d in entry.times:  # a document indexed before keeps its answer (a re-delivery)
                 self._loaded[d] = (sid, t)
 

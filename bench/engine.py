@@ -15,6 +15,13 @@ to its result (queueing excluded: everything is submitted at once). Prints one J
     FINSENT_DATA_DIR=/path/to/data python bench/engine.py --json
     python bench/engine.py --json --quantize int8
     python bench/engine.py --json --device cuda --dtype float16 --batch-sizes 32,128,512
+    python bench/engine.py --json --batch-sizes 128 --targets default
+
+``--targets MODEL`` ('default': the shipped research-only target model, or a directory) adds the
+cost of per-ticker scores, as the worker computes them with ``FINSENT_TARGET_MODEL``: the texts
+are linked like the worker links them, and each text with two or more linked tickers gets one
+target-model pass per ticker. ``targets`` in the output: the refill engine at the largest batch,
+documents only vs documents plus those passes (one run, back to back), and their ratio.
 """
 
 from __future__ import annotations
@@ -79,6 +86,48 @@ def measure(model, rule, mode: str, batch: int, ids, truncated, gold, device, dt
     return row
 
 
+def measure_targets(model, rule, target_dir: str, texts: list[str], batch: int, device, dtype, policy: str) -> dict:
+    """Documents alone vs documents plus the target passes of texts with >= 2 linked tickers, with
+    the refill engine at ``batch``, back to back."""
+    from pipeline.inference import exit_rule, target_model_dir
+    from pipeline.linking import default_linker
+    from pipeline.process import message, target_asks
+
+    linker = default_linker()
+    msgs = [message(t, doc_id=f"v{i}", now_ms=1_700_000_000_000) for i, t in enumerate(texts)]
+    asks = [target_asks(m, linker.link(m)) for m in msgs]
+    target_texts = [t for a in asks for _, t in a]
+    s = Settings(model_dir=target_model_dir(Settings(target_model=target_dir)), device=device)
+    target_model = load_model(s)  # torch's threads as the document model has them
+    target_rule = exit_rule(s, target_model)
+    ids, truncated = model.encode([m.text for m in msgs])
+    t_ids, t_truncated = target_model.encode(target_texts) if target_texts else ([], [])
+
+    def run(m, r, i, tr) -> float:
+        if not i:
+            return 0.0
+        engine = EarlyExitEngine(m, r, max_batch=batch, device=device, dtype=dtype, mode="refill",
+                                 policy=policy, max_queue=len(i) + 1)
+        engine.run(i[: 2 * batch], tr[: 2 * batch])  # warm-up
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        engine.run(i, tr)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    documents = run(model, rule, ids, truncated)
+    targets = run(target_model, target_rule, t_ids, t_truncated)
+    return {
+        "target_model": target_model.config.version, "batch_size": batch, "texts": len(texts),
+        "texts_with_2_plus_tickers": sum(1 for a in asks if a), "target_passes": len(target_texts),
+        "texts_per_s_targets_off": round(len(texts) / documents, 1),
+        "texts_per_s_targets_on": round(len(texts) / (documents + targets), 1),
+        "ratio_on_vs_off": round(documents / (documents + targets), 3),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
@@ -91,6 +140,9 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--quantize", default=None, choices=["int8"])
+    ap.add_argument("--targets", default=None, metavar="MODEL",
+                    help="also measure per-ticker target scoring: 'default' (the shipped research-only target "
+                    "model) or a target model directory")
     ap.add_argument("--data", default=None,
                     help=f"CSV text,label, or a dataset name under FINSENT_DATA_DIR (default: {DATA})")
     args = ap.parse_args()
@@ -134,6 +186,8 @@ def main() -> None:
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
     out = {"device": device, "dtype": args.dtype, "quantize": args.quantize, "model": model.config.version,
            "texts": len(ids), "rule": rule.describe(), "rows": rows, "ratios": ratios}
+    if args.targets:
+        out["targets"] = measure_targets(model, rule, args.targets, texts, big, args.device, dtype, policies[0])
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2 if not args.json else 0).decode())
 
 

@@ -10,6 +10,7 @@ same early-exit model and recipe as the shipped one learn "sentiment toward this
     python bench/targets_model.py data --out /tmp/targets_train.csv   # training rows, held-out left out
     finsent train --data /tmp/targets_train.csv --out DIR ...        # models/artifacts/build_targets.sh
     python bench/targets_model.py score --model DIR --json          # held-out metrics vs the shipped model
+    python bench/targets_model.py tfn --model DIR --json            # the hand-labelled tweets, as the worker runs
 
 ``data`` writes every row of the four sets whose text is not in the ``heldout`` part of
 ``bench/targets_eval.py``'s split (the split is by normalised text, so a FiQA copy of a held-out
@@ -21,6 +22,16 @@ the evaluation's thresholds. ``score`` reports, on held-out rows only:
 * **per-ticker accuracy** on the evaluation manifest's held-out multi-target items (targets whose
   gold sentiments differ) and single-target controls: the target model's label per target against
   the shipped model's one document label copied to every target.
+
+``tfn`` scores ``bench/data/targets_tfn_multi.json``: 187 real multi-ticker tweets and headlines
+from Twitter Financial News, labelled per ticker by hand before any model was scored on them
+(docs/targets.md). Each text goes through the worker's own steps (``pipeline.process``: the input
+normalisation, the default linker, ``target_asks`` for each target's input), and each labelled
+ticker's target-model label is compared with the document label copied to it. Controls: every
+Twitter Financial News *validation* text the linker links to exactly one ticker, whose dataset
+label is its ticker's label; there the pipeline keeps the document score by design, and the
+target model's answer is reported beside it. The shipped document model was trained on the
+train split, where 4/5 of the multi-ticker texts come from: that favours the copied baseline.
 """
 
 from __future__ import annotations
@@ -91,6 +102,29 @@ def joined_pairs(rows: list[tuple[str, str, str]], n: int, seed: int) -> list[tu
     return out
 
 
+def tfn_rows(data_dir: str | None, pairs: int = 0, seed: int = 13) -> list[tuple[str, str]]:
+    """``(input, label)`` rows from Twitter Financial News *train* (MIT) texts that the worker's
+    linker links to exactly one ticker: the target as the text writes it (what
+    ``pipeline.process.target_asks`` passes), the text's label as the target's; plus ``pairs``
+    joined texts of two of them (:func:`joined_pairs`). Texts that link two or more tickers (the
+    pool of the hand-labelled set, ``tfn``) and the validation split (its controls) stay out."""
+    from pipeline.linking import default_linker
+    from pipeline.process import message
+
+    linker = default_linker()
+    kept: list[tuple[str, str, str]] = []
+    with (Path(data_dir or "") / TFN / "train.csv").open(newline="", encoding="utf-8") as f:
+        for i, r in enumerate(csv.DictReader(f)):
+            msg = message(r["text"], doc_id=f"t{i}", now_ms=1_700_000_000_000)
+            links = linker.link(msg)
+            if len({lk.symbol for lk in links}) != 1:
+                continue
+            lk = links[0]
+            written = msg.text[lk.span[0]:lk.span[1]] if lk.span and lk.method != "exchange" else ""
+            kept.append((msg.text, written.strip() or f"${lk.symbol}", r["label"]))
+    return [(target_input(t, g), lab) for t, g, lab in kept] + joined_pairs(kept, pairs, seed)
+
+
 def heldout_microblog_pairs(rows: list[Any]) -> list[tuple[str, str, float]]:
     """``(text, target, mean gold score)`` of the held-out microblog rows (the same cashtag
     annotated twice in one span counts once, with the mean)."""
@@ -153,6 +187,76 @@ def score(model_dir: Path, data_dir: str | None) -> dict[str, Any]:
     return out
 
 
+TFN_MANIFEST = ROOT / "bench" / "data" / "targets_tfn_multi.json"
+TFN = "twitter_financial_news"
+
+
+def _accuracy(pred: list[str], gold: list[str]) -> float:
+    return round(float(np.mean([p == g for p, g in zip(pred, gold, strict=True)])), 4) if gold else float("nan")
+
+
+def score_tfn(model_dir: Path, data_dir: str | None) -> dict[str, Any]:
+    """Per-ticker accuracy on the hand-labelled multi-ticker texts and the single-ticker controls."""
+    import hashlib
+
+    from pipeline.linking import default_linker
+    from pipeline.process import message, target_asks
+
+    manifest = json.loads(TFN_MANIFEST.read_text())
+    base = Path(data_dir or "") / TFN
+    texts: dict[str, list[dict[str, str]]] = {}
+    for split in ("train", "validation"):
+        with (base / f"{split}.csv").open(newline="", encoding="utf-8") as f:
+            texts[split] = list(csv.DictReader(f))
+    linker = default_linker()
+    now = 1_700_000_000_000
+    target_engine, shipped_engine = engine(model_dir), engine(None)
+
+    rows = []  # (item, normalised text, [(symbol, gold, target model input)])
+    for it in manifest["items"]:
+        raw = texts[it["split"]][it["row"]]["text"]
+        if hashlib.sha256(raw.encode()).hexdigest()[:16] != it["sha256"]:
+            raise SystemExit(f"{it['id']}: the shared text differs from the labelled one")
+        msg = message(raw, doc_id=it["id"], now_ms=now)
+        asked = dict(target_asks(msg, linker.link(msg)))
+        rows.append((it, msg.text, [(t["symbol"], t["label"], asked.get(t["symbol"]) or target_input(msg.text, f"${t['symbol']}"))
+                                    for t in it["targets"] if t["label"]]))  # fmt: skip
+    _, target_labels = predict(target_engine, [inp for _, _, ts in rows for _, _, inp in ts])
+    _, doc_labels = predict(shipped_engine, [text for _, text, _ in rows])
+    per_target = []  # (kind, gold, target model, copied)
+    answers = iter(target_labels)
+    for (it, _, ts), doc_label in zip(rows, doc_labels, strict=True):
+        per_target += [(it["kind"], gold, next(answers), doc_label) for _, gold, _ in ts]
+    out: dict[str, Any] = {"model": str(model_dir), "manifest": TFN_MANIFEST.name}
+    for kind in ("all", "companies", "source"):
+        chosen = [r for r in per_target if kind == "all" or r[0] == kind]
+        gold = [r[1] for r in chosen]
+        out[f"multi_{kind}"] = {
+            "items": sum(1 for it, _, _ in rows if kind == "all" or it["kind"] == kind),
+            "targets": len(chosen),
+            "accuracy_target_model": _accuracy([r[2] for r in chosen], gold),
+            "accuracy_document_copied": _accuracy([r[3] for r in chosen], gold),
+        }
+    controls = []  # (text, target input, gold)
+    for r in texts["validation"]:
+        msg = message(r["text"], doc_id="c", now_ms=now)
+        links = linker.link(msg)
+        if len({lk.symbol for lk in links}) == 1:
+            lk = links[0]
+            written = msg.text[lk.span[0]:lk.span[1]] if lk.span and lk.method != "exchange" else f"${lk.symbol}"
+            controls.append((msg.text, target_input(msg.text, written), r["label"]))
+    _, c_target = predict(target_engine, [inp for _, inp, _ in controls])
+    _, c_doc = predict(shipped_engine, [t for t, _, _ in controls])
+    gold = [g for _, _, g in controls]
+    out["controls_single_ticker_validation"] = {
+        "texts": len(controls),
+        "accuracy_target_model": _accuracy(c_target, gold),
+        "accuracy_document_score": _accuracy(c_doc, gold),
+        "pipeline": "one-ticker texts keep the document score (no target pass): the pipeline's accuracy is the document score's",
+    }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -160,23 +264,37 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--out", type=Path, required=True, help="CSV to write (outside the repository)")
     d.add_argument("--pairs", type=int, default=0, help="add this many joined two-target texts (two rows each)")
     d.add_argument("--seed", type=int, default=13, help="seed of the joined texts")
+    d.add_argument("--tfn", action="store_true",
+                   help="add Twitter Financial News train texts that link one ticker (MIT; the text's label is the "
+                   "ticker's), as the worker's linker finds it")
+    d.add_argument("--tfn-pairs", type=int, default=0, help="with --tfn: add this many joined two-ticker texts of them")
     s = sub.add_parser("score", help="held-out cosine and per-ticker accuracy, against the shipped model")
     s.add_argument("--model", type=Path, required=True, help="the target model's directory")
     s.add_argument("--json", action="store_true", help="one JSON object")
-    for p in (d, s):
+    t = sub.add_parser("tfn", help="per-ticker accuracy on the hand-labelled multi-ticker tweets, as the worker runs")
+    t.add_argument("--model", type=Path, default=None, help="the target model's directory (default: the shipped one)")
+    t.add_argument("--json", action="store_true", help="one JSON object")
+    for p in (d, s, t):
         p.add_argument("--data-dir", default=None, help="the shared data folder (default: FINSENT_DATA_DIR)")
     args = ap.parse_args(argv)
     args.data_dir = args.data_dir or data_dir()
     if args.cmd == "data":
         rows_by_dataset, _ = load_all(args.data_dir)
         rows = training_rows(rows_by_dataset, args.pairs, args.seed)
+        if args.tfn:
+            rows += tfn_rows(args.data_dir, args.tfn_pairs, args.seed)
         with args.out.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["text", "label"])
             w.writerows(rows)
         print(f"{len(rows)} rows -> {args.out}", file=sys.stderr)
         return 0
-    result = score(args.model, args.data_dir)
+    if args.cmd == "tfn":
+        from models.targets import TARGET_MODEL_DIR
+
+        result = score_tfn(args.model or TARGET_MODEL_DIR, args.data_dir)
+    else:
+        result = score(args.model, args.data_dir)
     print(json.dumps(result, indent=None if args.json else 1))
     return 0
 

@@ -249,18 +249,25 @@ class TickerState:
         return st
 
 
-def _links(doc: ScoredDocument, novelty_weighting: bool = True) -> dict[str, float]:
-    """symbol -> weight: the link's relevance (a symbol linked twice, cashtag and name, counts
-    once, at its best), times the document's novelty when ``novelty_weighting``. Nothing for a
-    document kept out of the aggregates (``aggregated`` False: not an aggregated language)."""
-    out: dict[str, float] = {}
+def _links(doc: ScoredDocument, novelty_weighting: bool = True) -> dict[str, tuple[float, int, float]]:
+    """symbol -> (weight, class, score): the link's relevance (a symbol linked twice, cashtag and
+    name, counts once, at its best), times the document's novelty when ``novelty_weighting``; the
+    sentiment toward the symbol (its link's target-aware ``label`` and ``score`` where it has
+    them, else the document's). Nothing for a document kept out of the aggregates
+    (``aggregated`` False: not an aggregated language)."""
+    out: dict[str, tuple[float, int, float]] = {}
     if not doc.aggregated:
         return out
+    doc_cls = _CLASS_OF_LABEL.get(doc.label, NEUTRAL)
+    scale = doc.novelty if novelty_weighting else 1.0
     for link in doc.tickers:
-        if link.relevance > out.get(link.symbol, 0.0):
-            out[link.symbol] = link.relevance
-    if novelty_weighting and doc.novelty != 1.0:
-        return {sym: r * doc.novelty for sym, r in out.items()}
+        weight = link.relevance * scale
+        if link.symbol in out and weight <= out[link.symbol][0]:
+            continue
+        if link.score is None:
+            out[link.symbol] = (weight, doc_cls, doc.score)
+        else:
+            out[link.symbol] = (weight, _CLASS_OF_LABEL.get(link.label or "", NEUTRAL), link.score)
     return out
 
 
@@ -301,10 +308,9 @@ class Aggregator:
                 the others and their updates are in ``Late.updates``.
         """
         t = doc.published_at
-        cls = _CLASS_OF_LABEL.get(doc.label, NEUTRAL)
         updates: list[TickerScore] = []
         late: list[str] = []
-        for symbol, relevance in _links(doc, self.novelty_weighting).items():
+        for symbol, (relevance, cls, score) in _links(doc, self.novelty_weighting).items():
             st = self.tickers.get(symbol)
             if st is None:
                 st = self.tickers[symbol] = TickerState(symbol=symbol, as_of=t)
@@ -313,7 +319,7 @@ class Aggregator:
                 continue
             elif st.has(t, doc.id):
                 continue
-            st.add(t, doc.id, cls, doc.score, relevance, self.half_life_ms, self.retention_ms, doc.story)
+            st.add(t, doc.id, cls, score, relevance, self.half_life_ms, self.retention_ms, doc.story)
             st.last_doc_id = doc.id
             st.model_version = doc.model_version
             updates.append(st.snapshot(now_ms))
@@ -377,11 +383,10 @@ def recompute_states(
     ref = Aggregator(half_life_s, lateness_s)  # only for the derived constants
     per_symbol: dict[str, dict[tuple[int, str], tuple[float, float, int, str, str]]] = {}
     for doc in documents:
-        cls = _CLASS_OF_LABEL.get(doc.label, NEUTRAL)
-        for symbol, relevance in _links(doc, novelty_weighting).items():
+        for symbol, (relevance, cls, score) in _links(doc, novelty_weighting).items():
             # setdefault: a duplicate (same id and time) keeps its first application, like apply()
             per_symbol.setdefault(symbol, {}).setdefault(
-                (doc.published_at, doc.id), (relevance, doc.score, cls, doc.model_version, doc.story)
+                (doc.published_at, doc.id), (relevance, score, cls, doc.model_version, doc.story)
             )
     # last_doc_id / model_version: the last *distinct* document per symbol in input order
     out: dict[str, TickerState] = {}

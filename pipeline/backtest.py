@@ -40,10 +40,13 @@ from pipeline.process import (
     duplicate_id_detail,
     fold,
     link,
+    model_version,
     parse,
     story,
     story_index,
     story_signs,
+    target_asks,
+    target_scores,
     text_hash,
 )
 from pipeline.schemas import InputMessage, Kind, ParseError, TickerScore, rfc3339
@@ -192,6 +195,7 @@ def run_backtest(
     settings: Settings,
     *,
     engine: Engine | None = None,
+    target_engine: Engine | None = None,
     start: int | None = None,
     end: int | None = None,
     now_ms: int | None = None,
@@ -205,6 +209,9 @@ def run_backtest(
         settings: model, exit rule, batch size, half-life and lateness (as for the worker).
         engine: an engine to use (started here if needed, left running); default: built from
             ``settings`` and closed at the end.
+        target_engine: the target model's engine, likewise (default: built when
+            ``settings.target_model`` names one): per-ticker scores of texts that link two or
+            more tickers, as the worker computes them.
         start, end: only documents with ``start <= published_at < end`` (epoch ms).
         now_ms: the wall clock for the future-timestamp check (default: now, as the worker).
         report: a report to fill (e.g. one already holding the file's bad lines).
@@ -246,16 +253,22 @@ def run_backtest(
         report.seconds = time.perf_counter() - t0
         return Backtest([], report)
 
-    from pipeline.inference import build_engine, build_linker
+    from pipeline.inference import build_engine, build_linker, build_target_engine
 
     linker = build_linker(settings)  # the worker's: FINSENT_TAGGER adds the ORG tagger
     own = engine is None
     if engine is None:
         engine = build_engine(settings, max_queue=max(chunk, settings.max_batch))
     engine.start()
+    own_target = target_engine is None
+    if target_engine is None:
+        target_engine = build_target_engine(settings)
     chunk = max(1, min(chunk, engine.max_queue))
     labels = engine.model.labels
     version = engine.model.config.version
+    if target_engine is not None:
+        target_engine.start()
+        version = model_version(version, target_engine.model.config.version)
     agg = Aggregator(settings.half_life_s, settings.lateness_s, settings.novelty_weighting)
     index = story_index(settings.novelty_window_s, settings.lateness_s) if settings.novelty else None
     updates: list[TickerScore] = []
@@ -268,14 +281,19 @@ def run_backtest(
             future = engine.submit_ids(ids, truncated)  # all at once: the batches do not depend on timing
             # while the engine works; with a tagger, one call per chunk (the worker: per poll)
             links = link(linker, [m for m, _ in part])
+            asks = [target_asks(m, ls) for (m, _), ls in zip(part, links, strict=True)] if target_engine else []
+            target_preds = iter(target_engine.predict_texts([t for a in asks for _, t in a]) if target_engine else [])
             docs, wheres = [], []
-            for (msg, where), msg_links, p in zip(part, links, future.result(), strict=True):
+            for i, ((msg, where), msg_links, p) in enumerate(zip(part, links, future.result(), strict=True)):
                 done += 1
                 if on_progress is not None and (done % 256 == 0 or done == len(todo)):
                     on_progress(done, len(todo))
+                ask = asks[i] if asks else []
+                answers = [next(target_preds) for _ in ask]
                 try:
+                    targets = target_scores(ask, answers, target_engine.model.labels) if ask and target_engine else None
                     docs.append(document(msg, msg_links, p, labels=labels, model_version=version, ingested_at=now,
-                                         scored_at=now, languages=settings.aggregated_languages))
+                                         scored_at=now, languages=settings.aggregated_languages, targets=targets))
                 except ValueError as exc:  # the worker dead-letters these as "internal"
                     report.bad.append((where, f"internal: scoring: {exc}"))
                     continue
@@ -292,6 +310,8 @@ def run_backtest(
     finally:
         if own:
             engine.close()
+        if own_target and target_engine is not None:
+            target_engine.close()
     scoring = time.perf_counter() - t_score
     updates.sort(key=lambda u: (u.as_of, u.symbol, u.seq))
     report.updates = len(updates)

@@ -11,6 +11,8 @@ import orjson
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pipeline.schemas import InputMessage, ParseError
 
 app = typer.Typer(
@@ -22,6 +24,10 @@ app = typer.Typer(
 )
 
 ModelOpt = Annotated[Path | None, typer.Option("--model", help="model directory (default: the shipped model)")]
+TargetModelOpt = Annotated[str | None, typer.Option(
+    "--target-model", help="per-ticker sentiment for texts that link two or more tickers: 'default' (the shipped "
+    "target model, research licence: trained on non-commercial data) or a target model directory "
+    "(default FINSENT_TARGET_MODEL; unset: each ticker takes the text's score)")]
 RuleOpt = Annotated[str | None, typer.Option(
     "--rule", help="exit rule, e.g. 'cwb:threshold=0.3,window=2,margin=0.3', 'entropy:0.3', 'patience:2', "
     "'maxprob:0.9', 'full' (default: the model's tuned rule)")]
@@ -317,6 +323,11 @@ def link_(
     fallback: Annotated[str, typer.Option(
         help="ambiguous names the tagger did not confirm (all, without --tagger) need: "
              "'cues' (context such as 'Apple shares') | 'none'")] = "cues",
+    score: Annotated[bool, typer.Option(
+        "--score", help="also score each text and the sentiment toward each linked ticker, as the worker with a "
+        "target model does (--model, --target-model)")] = False,
+    model: ModelOpt = None,
+    target_model: TargetModelOpt = None,
 ) -> None:
     """Link texts to tickers; prints one JSON line per text, in input order.
 
@@ -325,6 +336,11 @@ def link_(
     confidence: the ORG tagger's confidence (0..1) that the name is the company, for a name that
     only the tagger settled (--tagger); null for cashtags, exchange prefixes, unambiguous names,
     and names settled by another mention or a context cue (rules, not scores).
+
+    With --score, the text's "label" and "score" too, and per link the "label" and "score" its
+    ticker's aggregate takes, with "target_aware": true where the target model scored that ticker
+    (texts that link two or more tickers; the default target model, research only, unless
+    --target-model or FINSENT_TARGET_MODEL names another) and false where the text's score is copied.
     """
     from pipeline.linking import Linker
     from pipeline.universe import load_universe
@@ -342,19 +358,65 @@ def link_(
     from pipeline import process
     from pipeline.schemas import ParseError
 
+    scorer = _link_scorer(model, target_model) if score else None
     msgs = _messages(items)
     for i in range(0, len(items), 1024):  # stream: one tagger batch per 1024 lines
         chunk = msgs[i : i + 1024]
-        linked = iter(process.link(linker, [m for m in chunk if not isinstance(m, ParseError)]))
+        ok = [m for m in chunk if not isinstance(m, ParseError)]
+        all_links = process.link(linker, ok)
+        docs = iter(scorer(ok, all_links) if scorer else [])
+        linked = iter(all_links)
         for text, m in zip(items[i : i + 1024], chunk):
             if isinstance(m, ParseError):
                 line: dict[str, Any] = {"text": text, "error": m.reason, "detail": m.detail}
-            else:  # spans index the message's text: the input after the worker's normalisation
-                line = {"text": m.text, "links": [
-                    {"symbol": t.symbol, "span": list(t.span) if t.span else None, "method": t.method,
-                     "relevance": t.relevance, "confidence": t.confidence} for t in next(linked)]}
+                sys.stdout.write(orjson.dumps(line).decode() + "\n")
+                continue
+            links = next(linked)
+            # spans index the message's text: the input after the worker's normalisation
+            line = {"text": m.text, "links": [
+                {"symbol": t.symbol, "span": list(t.span) if t.span else None, "method": t.method,
+                 "relevance": t.relevance, "confidence": t.confidence} for t in links]}
+            if scorer:
+                doc = next(docs)
+                line["label"], line["score"] = doc.label, doc.score
+                for out, t in zip(line["links"], doc.tickers, strict=True):
+                    aware = t.score is not None
+                    out.update(label=t.label if aware else doc.label, score=t.score if aware else doc.score,
+                               target_aware=aware)
             sys.stdout.write(orjson.dumps(line).decode() + "\n")
     _rejected(items, msgs)
+
+
+def _link_scorer(model: Path | None, target_model: str | None) -> Callable[[list[Any], list[Any]], list[Any]]:
+    """For ``finsent link --score``: (messages, their links) -> their scored documents, with the
+    worker's document and target-aware scores (:mod:`pipeline.process`)."""
+    from pipeline import process
+    from pipeline.inference import build_engine, build_target_engine, target_model_dir
+
+    settings = _settings(model_dir=model, target_model=target_model)
+    if not settings.target_model:
+        settings = settings.model_copy(update={"target_model": "default"})
+    if settings.target_model == "default":
+        typer.echo(f"target model: {target_model_dir(settings).name} (research only: trained on non-commercial data)",
+                   err=True)
+    try:
+        engine, target_engine = build_engine(settings), build_target_engine(settings)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    assert target_engine is not None
+    version = process.model_version(engine.model.config.version, target_engine.model.config.version)
+
+    def score(msgs: list[Any], links: list[Any]) -> list[Any]:
+        preds = engine.predict_texts([m.text for m in msgs])
+        asks = [process.target_asks(m, ls) for m, ls in zip(msgs, links, strict=True)]
+        answers = iter(target_engine.predict_texts([t for a in asks for _, t in a]))
+        now = int(time.time() * 1000)
+        return [process.document(m, ls, p, labels=engine.model.labels, model_version=version, ingested_at=now,
+                                 scored_at=now, languages=None,
+                                 targets=process.target_scores(a, [next(answers) for _ in a], target_engine.model.labels))
+                for m, ls, p, a in zip(msgs, links, preds, asks, strict=True)]  # fmt: skip
+
+    return score
 
 
 @app.command("silver-ner")
@@ -558,6 +620,7 @@ def worker(
     tagger: Annotated[str | None, typer.Option(
         help="settle ambiguous company names with an ORG tagger: 'default' (shipped, research licence) or a "
              "tagger directory; unset = context-cue rules")] = None,
+    target_model: TargetModelOpt = None,
     session_timeout_ms: Annotated[int | None, typer.Option(
         help="Kafka session timeout; a restarted worker waits this long for its dead predecessor")] = None,
     startup_timeout: Annotated[float | None, typer.Option(
@@ -583,8 +646,8 @@ def worker(
     _logging(log_level, tag=None if process_index is None else f"worker-{process_index}")
     settings = _settings(bootstrap=bootstrap, redis_url=redis_url, namespace=namespace, group_id=group_id,
                          max_batch=max_batch, max_wait_ms=max_wait_ms, metrics_port=metrics_port,
-                         model_dir=model, exit_rule=rule, tagger=tagger, session_timeout_ms=session_timeout_ms,
-                         startup_timeout_s=startup_timeout)
+                         model_dir=model, exit_rule=rule, tagger=tagger, target_model=target_model,
+                         session_timeout_ms=session_timeout_ms, startup_timeout_s=startup_timeout)
     _wait_for_servers(settings)
     if processes > 1:
         import sys
@@ -768,6 +831,7 @@ def backtest(
     max_batch: Annotated[int | None, typer.Option(help="largest engine batch (as the worker's)")] = None,
     quantize: Annotated[str | None, typer.Option(help="'int8': dynamic int8 quantization (CPU)")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model (default: torch's)")] = None,
+    target_model: TargetModelOpt = None,
 ) -> None:
     """Run the streaming path's parse -> link -> model -> aggregation offline on a feed, and write
     every per-ticker update, sorted by as_of (event time) then symbol.
@@ -792,7 +856,7 @@ def backtest(
     except ValueError as exc:
         _fail(str(exc))
     settings = _settings(bootstrap=bootstrap, namespace=namespace, model_dir=model, exit_rule=rule,
-                         max_batch=max_batch, quantize=quantize, threads=threads)
+                         max_batch=max_batch, quantize=quantize, threads=threads, target_model=target_model)
     report = bt.BacktestReport()
     kept = None
     try:

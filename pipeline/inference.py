@@ -4,6 +4,7 @@ reaches into ``models``."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 
@@ -11,6 +12,7 @@ from models.elbert import ElbertClassifier
 from models.engine import EarlyExitEngine, Engine
 from models.exits import ExitRule, make_rule, parse_rule
 from models.pool import EnginePool
+from models.targets import TARGET_MODEL_DIR
 from pipeline.linking import Linker, default_linker
 from pipeline.settings import Settings
 
@@ -85,6 +87,24 @@ def build_engine(settings: Settings, model: ElbertClassifier | None = None, **ov
     if replicas == 1:
         return EarlyExitEngine(model, rule, **kwargs)
     return EnginePool([EarlyExitEngine(model, rule, **kwargs) for _ in range(replicas)])
+
+
+def target_model_dir(settings: Settings) -> Path | None:
+    """The target model ``settings.target_model`` names ('default': the shipped research-only
+    one), or None: no target-aware scores."""
+    if not settings.target_model:
+        return None
+    return TARGET_MODEL_DIR if settings.target_model == "default" else Path(settings.target_model)
+
+
+def build_target_engine(settings: Settings) -> Engine | None:
+    """The engine of the target model (:func:`target_model_dir`), built like the document model's
+    (device, dtype, batch, threads) with the target model's own exit rule; None when
+    ``settings.target_model`` is unset."""
+    model_dir = target_model_dir(settings)
+    if model_dir is None:
+        return None
+    return build_engine(settings.model_copy(update={"model_dir": model_dir, "exit_rule": None}))
 
 
 def build_linker(settings: Settings) -> Linker:

@@ -10,18 +10,27 @@ are the callers' business.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import numpy as np
 import orjson
 
+from models.targets import target_input
 from models.text import language
 from pipeline import novelty
 from pipeline.aggregate import Aggregator, Late
 from pipeline.keys import text_hash
-from pipeline.schemas import InputMessage, Kind, ScoredDocument, TickerLink, TickerScore, parse_input
+from pipeline.schemas import (
+    InputMessage,
+    Kind,
+    ScoredDocument,
+    TickerLink,
+    TickerScore,
+    parse_input,
+    score_from_probs,
+)
 
 if TYPE_CHECKING:
     from pipeline.linking import Linker
@@ -39,10 +48,13 @@ __all__ = [
     "fold",
     "link",
     "message",
+    "model_version",
     "parse",
     "story",
     "story_index",
     "story_signs",
+    "target_asks",
+    "target_scores",
     "text_hash",
 ]
 
@@ -103,6 +115,43 @@ def link(linker: Linker, msgs: Sequence[InputMessage]) -> list[list[TickerLink]]
     return linker.link_many(msgs)
 
 
+def model_version(document_model: str, target_model: str | None) -> str:
+    """The ``model_version`` a document records: the document model's version, and the target
+    model's after a ``+`` when one scores the tickers (both decide its per-ticker scores)."""
+    return document_model if target_model is None else f"{document_model}+{target_model}"
+
+
+def target_asks(msg: InputMessage, links: Sequence[TickerLink]) -> list[tuple[str, str]]:
+    """What a target model must answer for ``msg``: ``(symbol, target model input)`` per distinct
+    linked symbol, in link order, when the text links two or more symbols; ``[]`` otherwise (a
+    one-ticker text keeps its document score: no extra pass). The target is the symbol's first
+    mention as the text writes it (``$AAPL``, ``Apple``; the link's span), else its cashtag."""
+    first: dict[str, TickerLink] = {}
+    for link_ in links:
+        first.setdefault(link_.symbol, link_)
+    if len(first) < 2:
+        return []
+    out = []
+    for sym, link_ in first.items():
+        written = msg.text[link_.span[0]:link_.span[1]] if link_.span and link_.method != "exchange" else ""
+        out.append((sym, target_input(msg.text, written.strip() or f"${sym}")))
+    return out
+
+
+def target_scores(
+    asks: Sequence[tuple[str, str]], predictions: Sequence[Prediction], labels: Sequence[str]
+) -> dict[str, tuple[str, float]]:
+    """symbol -> (label, score) from a target model's answers to :func:`target_asks`. Raises
+    ValueError on unusable probabilities (e.g. NaN), as :func:`document` does."""
+    out = {}
+    for (sym, _), p in zip(asks, predictions, strict=True):
+        probs = dict(zip(labels, p.probs, strict=True))
+        if not all(0.0 <= v <= 1.0 + 1e-6 for v in probs.values()):
+            raise ValueError(f"target model probabilities for {sym}: {probs}")
+        out[sym] = (p.label, max(-1.0, min(1.0, score_from_probs(probs))))
+    return out
+
+
 def document(
     msg: InputMessage,
     links: Sequence[TickerLink],
@@ -113,13 +162,18 @@ def document(
     ingested_at: int,
     scored_at: int,
     languages: frozenset[str] | None = frozenset({"en"}),
+    targets: Mapping[str, tuple[str, float]] | None = None,
 ) -> ScoredDocument:
     """The scored document for ``msg``, its links and the model's answer, with the text's
     language; a document in a language outside ``languages`` (None: every language) is kept out
-    of the aggregates (``aggregated`` False). Raises ValueError on unusable probabilities (e.g.
-    NaN), which must never reach the aggregates."""
+    of the aggregates (``aggregated`` False). ``targets`` (:func:`target_scores`): the sentiment
+    toward each symbol, set on its links (``score``, ``label``). Raises ValueError on unusable
+    probabilities (e.g. NaN), which must never reach the aggregates."""
     p = prediction
     lang = language(msg.text)
+    if targets:
+        links = [replace(lk, label=targets[lk.symbol][0], score=targets[lk.symbol][1]) if lk.symbol in targets
+                 else lk for lk in links]  # fmt: skip
     return ScoredDocument.from_prediction(
         msg, links, label=p.label, probs=dict(zip(labels, p.probs, strict=True)), exit_layer=p.exit_layer,
         truncated=p.truncated, model_version=model_version, ingested_at=ingested_at, scored_at=scored_at,

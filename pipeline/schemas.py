@@ -367,6 +367,11 @@ class TickerLink:
             settled (an ambiguous name such as "Apple"); None for ``feed``, ``cashtag`` and
             ``exchange`` links and for names accepted by rule (unambiguous, corroborated by
             another mention, or a context cue), which carry no score.
+        score, label: the sentiment toward this ticker (``P(pos) - P(neg)`` of a target model,
+            and its argmax class, one of :data:`LABELS`), which the ticker's aggregate uses
+            instead of the document's. Set only for a text with two or more linked tickers
+            when a target model is configured (``FINSENT_TARGET_MODEL``); None otherwise (the
+            ticker takes the document's score).
     """
 
     symbol: str
@@ -374,6 +379,8 @@ class TickerLink:
     method: LinkMethod
     relevance: float = 1.0
     confidence: float | None = None
+    score: float | None = None
+    label: str | None = None
 
     def __post_init__(self) -> None:
         # Validated here because bad relevance would silently corrupt every aggregate downstream.
@@ -387,6 +394,12 @@ class TickerLink:
                 raise ValueError(f"TickerLink {self.symbol}: bad span {self.span!r}")
         if self.confidence is not None and not (0.0 <= self.confidence <= 1.0):
             raise ValueError(f"TickerLink {self.symbol}: confidence {self.confidence!r} not in [0, 1]")
+        if (self.score is None) != (self.label is None):
+            raise ValueError(f"TickerLink {self.symbol}: score and label come together ({self.score!r}, {self.label!r})")
+        if self.score is not None and not (-1.0 - 1e-6 <= self.score <= 1.0 + 1e-6):
+            raise ValueError(f"TickerLink {self.symbol}: score {self.score!r} not in [-1, 1]")
+        if self.label is not None and self.label not in LABELS:
+            raise ValueError(f"TickerLink {self.symbol}: label {self.label!r} not one of {LABELS}")
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -400,6 +413,8 @@ class TickerLink:
             method=d["method"],
             relevance=float(d.get("relevance", 1.0)),
             confidence=None if d.get("confidence") is None else float(d["confidence"]),
+            score=None if d.get("score") is None else float(d["score"]),
+            label=d.get("label"),
         )
 
     @classmethod

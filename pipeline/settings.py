@@ -139,6 +139,13 @@ class Settings(BaseSettings):
         "'default' (the shipped TOKEE tagger, research licence), a tagger artifact directory, or unset for "
         "the context-cue rules",
     )
+    target_model: str | None = Field(
+        None,
+        description="per-ticker sentiment for texts that link two or more tickers ('AAPL beats, MSFT misses'): "
+        "'default' (the shipped target model, research licence: trained on non-commercial data) or a target "
+        "model directory; one extra pass per ticker of such texts. Unset: every ticker of a text takes the "
+        "text's score",
+    )
     engine_queue: int = Field(4096, ge=1, description="texts waiting in the engine before submitters block")
     engine_replicas: int | None = Field(
         None,

@@ -59,7 +59,17 @@ from pipeline.infra import create_topics
 from pipeline.keys import Keys, text_hash
 from pipeline.linking import Linker, default_linker
 from pipeline.outbox import OutboxPublisher
-from pipeline.process import DUPLICATE_ID, dedupe, document, duplicate_id_detail, link, parse
+from pipeline.process import (
+    DUPLICATE_ID,
+    dedupe,
+    document,
+    duplicate_id_detail,
+    link,
+    model_version,
+    parse,
+    target_asks,
+    target_scores,
+)
 from pipeline.retry import retry
 from pipeline.schemas import DeadLetter, InputMessage, ParseError, TickerLink
 from pipeline.settings import Settings, redact_url
@@ -141,13 +151,24 @@ class Worker:
         settings: everything tunable (topics, Redis, batching, the flow's limits, aggregation).
         engine: a model engine to share (tests); default: built from ``settings`` and closed
             at the end. A given engine is started if needed and left running.
+        target_engine: the target model's engine, likewise (used for texts that link two or
+            more tickers); default: built when ``settings.target_model`` names one.
         clock: wall clock in epoch ms (injected by tests).
     """
 
-    def __init__(self, settings: Settings, *, engine: Engine | None = None, clock: Callable[[], int] = wall_ms) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        target_engine: Engine | None = None,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
         self.settings = s = settings
         self.engine = engine
         self._own_engine = engine is None
+        self.target_engine = target_engine
+        self._own_target_engine = target_engine is None
         # settings.tagger replaces it at start with a tagger-backed linker (pipeline.inference)
         self.linker: Linker = default_linker()
         self.max_outstanding = s.max_outstanding or 16 * s.max_batch
@@ -286,6 +307,12 @@ class Worker:
 
             self.engine = await asyncio.to_thread(build_engine, s)
         self.engine.start()
+        if self.target_engine is None and s.target_model:
+            from pipeline.inference import build_target_engine
+
+            self.target_engine = await asyncio.to_thread(build_target_engine, s)
+        if self.target_engine is not None:
+            self.target_engine.start()
         if s.tagger:
             from pipeline.inference import build_linker
 
@@ -382,6 +409,8 @@ class Worker:
                 st.retired, st.layer_calls, st.mean_occupancy, self.engine.max_batch,
                 sum(st.exit_layers) / max(1, len(st.exit_layers)),
             )  # fmt: skip
+        if self.target_engine is not None and self._own_target_engine:
+            await asyncio.to_thread(self.target_engine.close, max(0.5, self._stop_by - time.monotonic()))
         if self._redis is not None:
             await self._bounded(self._redis.aclose(), "Redis close")
         log.info("worker stopped (%s)", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
@@ -556,20 +585,36 @@ class Worker:
     async def _score(self, batch: list[_Msg], previous: asyncio.Future[None] | None) -> None:
         assert self.engine is not None
         t0 = time.perf_counter()
-        preds = await self.engine.predict([m.msg.text for m in batch])
+        texts = [m.msg.text for m in batch]
+        # texts that link two or more tickers: one target model pass per ticker, beside the batch
+        asks = [target_asks(m.msg, m.links) for m in batch] if self.target_engine is not None else []
+        target_texts = [text for ask in asks for _, text in ask]
+        if target_texts:
+            assert self.target_engine is not None
+            preds, target_preds = await asyncio.gather(self.engine.predict(texts), self.target_engine.predict(target_texts))
+        else:
+            preds, target_preds = await self.engine.predict(texts), []
         metrics.INFERENCE_LATENCY.observe(time.perf_counter() - t0)
         metrics.BATCH_SIZE.observe(len(batch))
         now = self.clock()
         labels = self.engine.model.labels
+        target_labels = labels
         version = self.engine.model.config.version
+        if self.target_engine is not None:
+            target_labels = self.target_engine.model.labels
+            version = model_version(version, self.target_engine.model.config.version)
         if previous is not None:
             await previous
-        for m, p in zip(batch, preds, strict=True):
+        at = 0
+        for i, (m, p) in enumerate(zip(batch, preds, strict=True)):
             metrics.EXIT_LAYER.observe(p.exit_layer)
             tp = m.part.tp
+            ask = asks[i] if asks else []
+            answers, at = target_preds[at : at + len(ask)], at + len(ask)
             try:
+                targets = target_scores(ask, answers, target_labels) if ask else None
                 doc = document(m.msg, m.links, p, labels=labels, model_version=version, ingested_at=m.ingested_at,
-                               scored_at=now, languages=self.settings.aggregated_languages)
+                               scored_at=now, languages=self.settings.aggregated_languages, targets=targets)
             except ValueError as exc:  # e.g. NaN probabilities: never let them reach the aggregates
                 self._reject(m.part, m.offset, m.raw, "internal", f"scoring: {exc}", now, m.ingested_at, m.msg.id)
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -494,3 +495,21 @@ def test_stories_1h_counts_distinct_stories_of_the_hour_as_documents_come_and_go
     for d in docs:
         unweighted.apply(d, T0)
     assert unweighted.tickers["AAPL"].score == pytest.approx(plain["AAPL"].score, abs=1e-9)
+
+
+def test_a_links_target_aware_score_replaces_the_documents_for_that_ticker_only() -> None:
+    """"$AAPL beats, $MSFT misses": each ticker's aggregate takes the sentiment toward it (its
+    link's score and label) where the link has one, else the document's; recompute agrees."""
+    links = (
+        TickerLink("AAPL", (0, 5), "cashtag", score=0.8, label="positive"),
+        TickerLink("MSFT", (13, 18), "cashtag", score=-0.6, label="negative"),
+        TickerLink("SPY", None, "feed", 0.5),
+    )
+    d = dataclasses.replace(doc("pair", 1_000, 0.1), tickers=links)
+    agg = Aggregator(half_life_s=3600, lateness_s=0)
+    got = {u.symbol: u for u in agg.apply(d, now_ms=1_000)}
+    assert got["AAPL"].score == pytest.approx(0.8) and got["AAPL"].bullish_1h == 1 and got["AAPL"].bearish_1h == 0
+    assert got["MSFT"].score == pytest.approx(-0.6) and got["MSFT"].bearish_1h == 1
+    assert got["SPY"].score == pytest.approx(0.1)  # no target-aware score: the document's
+    again = recompute([d], half_life_s=3600)
+    assert {s: u.score for s, u in again.items()} == pytest.approx({s: u.score for s, u in got.items()})

@@ -364,13 +364,20 @@ def test_scored_document_round_trip_and_shape() -> None:
         "method": "name",
         "relevance": 0.8,
         "confidence": 0.9,
+        "score": None,  # no target-aware score: the ticker takes the document's
+        "label": None,
     }
     assert d["score"] == pytest.approx(0.6) and d["published_at"] == NOW_MS
+    # a document written before links carried scores reads back with none
+    del d["tickers"][0]["score"], d["tickers"][0]["label"]
+    assert ScoredDocument.from_json(orjson.dumps(d)) == doc
 
 
 def test_ticker_link_round_trip_and_validation() -> None:
     link = TickerLink("NVDA", (3, 8), "cashtag", 0.5, None)
     assert TickerLink.from_json(link.to_json()) == link
+    scored_link = TickerLink("NVDA", (3, 8), "cashtag", 0.5, None, score=-0.75, label="negative")
+    assert TickerLink.from_json(scored_link.to_json()) == scored_link
     for bad in (
         {"relevance": 0.0},
         {"relevance": 1.5},
@@ -379,6 +386,11 @@ def test_ticker_link_round_trip_and_validation() -> None:
         {"span": (-1, 2)},
         {"method": "guess"},
         {"confidence": 2.0},
+        {"score": 1.5, "label": "positive"},
+        {"score": math.nan, "label": "positive"},
+        {"score": 0.5, "label": "bullish"},
+        {"score": 0.5},  # a score without its label
+        {"label": "positive"},
     ):
         args: dict[str, object] = {
             "symbol": "NVDA",

@@ -72,3 +72,30 @@ def test_joined_pairs_join_two_named_targets_with_different_labels() -> None:
         (ga, la), (gb, lb) = pair[:2]
         assert ga != gb and la != lb
     assert tm.joined_pairs(rows, 20, seed=1) == got  # seeded
+
+
+def test_tfn_rows_take_one_ticker_texts_of_the_train_split_only(tmp_path: Path) -> None:
+    """Twitter Financial News rows: a text the worker's linker links to exactly one ticker gives
+    one row (its mention as written, its label); texts with two tickers (the hand-labelled
+    evaluation pool) and texts with none give nothing; joined pairs name each target in its own
+    part. Invented texts in the dataset's layout."""
+    import csv
+
+    base = tmp_path / "twitter_financial_news"
+    base.mkdir()
+    rows = [("$AAPL beats on revenue", "positive"), ("Tesla recalls 2M cars", "negative"),
+            ("$MSFT and $NVDA both slide", "negative"), ("Markets are quiet today", "neutral"),
+            ("$NFLX holds its subscriber count", "neutral")]  # fmt: skip
+    with (base / "train.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    got = tm.tfn_rows(str(tmp_path))
+    assert got == [("$AAPL [SEP] $AAPL beats on revenue", "positive"), ("Tesla [SEP] Tesla recalls 2M cars", "negative"),
+                   ("$NFLX [SEP] $NFLX holds its subscriber count", "neutral")]  # fmt: skip
+    joined = tm.tfn_rows(str(tmp_path), pairs=2, seed=1)[3:]
+    assert len(joined) == 4
+    for inp, lab in joined:
+        target, text = inp.split(" [SEP] ")
+        own = next(t for t, _ in rows if t.startswith(target))  # the part that names the target
+        assert own in text and lab == dict(rows)[own]

@@ -381,9 +381,12 @@ class Bench:
         env: dict[str, str],
         pids: dict[str, int | None],
         profile: bool = False,
+        profile_load: float | None = None,
     ) -> None:
         self.s = settings
         self.profile = profile  # SIGUSR2 the worker before and after the backlog (null_worker)
+        self.profile_load = profile_load  # ... or the paced phase at this fraction instead
+        self.profiled_messages = 0
         self.pids = pids  # other processes whose CPU the backlog phase accounts: broker, redis
         self.messages = messages
         self.worker_cmd = worker_cmd
@@ -563,7 +566,8 @@ class Bench:
             log(f"worker ready after {out['worker_ready_s']}s; backlog of {backlog}")
 
             procs = {**self.pids, "worker": self.proc.pid if self.proc else None, "bench": os.getpid()}
-            if self.profile and self.proc is not None:
+            profile_backlog = self.profile and self.proc is not None and self.profile_load is None
+            if profile_backlog:
                 self.proc.send_signal(signal.SIGUSR2)  # profiling on
             cpu0 = {k: cpu_seconds(pid) for k, pid in procs.items()}
             cpu0["worker"], loop0 = tree_cpu_seconds(procs["worker"])
@@ -571,8 +575,9 @@ class Bench:
             await self.wait_applied(ids, max(60.0, backlog / 20), "backlog")
             cpu1 = {k: cpu_seconds(pid) for k, pid in procs.items()}
             cpu1["worker"], loop1 = tree_cpu_seconds(procs["worker"])
-            if self.profile and self.proc is not None:
+            if profile_backlog:
                 self.proc.send_signal(signal.SIGUSR2)  # profiling off, stats written
+                self.profiled_messages = backlog
             times = sorted(self.t.applied[i] for i in ids if i in self.t.applied)
             span = times[-1] - min(self.t.sent[i] for i in ids) if times else 0.0
             max_rate = round(len(times) / span, 1) if span > 0 else 0.0
@@ -609,10 +614,16 @@ class Bench:
             for f in fractions:
                 rate = f * max_rate
                 await asyncio.sleep(1.0)
+                profile_here = self.profile and self.proc is not None and self.profile_load == f
+                if profile_here:
+                    self.proc.send_signal(signal.SIGUSR2)
                 all0, loop0 = tree_cpu_seconds(procs["worker"])
                 ids = await self.paced(f"load{round(f * 100)}", rate, duration)
                 await self.wait_applied(ids, max(10.0, 2 * duration), f"load {f:.0%}")
                 all1, loop1 = tree_cpu_seconds(procs["worker"])
+                if profile_here:
+                    self.proc.send_signal(signal.SIGUSR2)
+                    self.profiled_messages = len(ids)
                 row = {"fraction": f, "offered_per_s": round(rate, 1), **self.stats(ids), "ids": ids}
                 if None not in (all0, all1, loop0, loop1) and ids:
                     # paced: the worker's CPU per message at this rate, idle wake-ups included
@@ -745,6 +756,10 @@ def main() -> None:
         help="with --engine null: cProfile the worker's event loop during the backlog drain; top functions to this file",
     )
     ap.add_argument(
+        "--profile-load", type=float, default=None, metavar="FRACTION",
+        help="with --profile-worker: profile the paced phase at this fraction of --loads instead of the backlog",
+    )  # fmt: skip
+    ap.add_argument(
         "--processes", type=int, default=1,
         help="worker processes in the group (finsent worker --processes N); CPU figures sum them",
     )  # fmt: skip
@@ -783,6 +798,8 @@ def main() -> None:
     fractions = [
         float(x) for x in (args.loads or ("0.5,0.9" if args.quick else "0.25,0.5,0.75,0.9")).split(",")
     ]
+    if args.profile_load is not None and (not args.profile_worker or args.profile_load not in fractions):
+        ap.error("--profile-load needs --profile-worker and one of the --loads fractions")
     n_engine = args.engine_texts or backlog
 
     # SIGTERM -> SystemExit, so the finally blocks stop the worker, the broker and clean Redis
@@ -897,7 +914,8 @@ def main() -> None:
         pids = {"broker": broker.pid, "redis": redis_pid(redis_url)}
         timeout = args.e2e_timeout or (150 if args.quick else 360)
         try:
-            bench = Bench(s, messages, worker_cmd(s, prof_file), env, pids, profile=prof_file is not None)
+            bench = Bench(s, messages, worker_cmd(s, prof_file), env, pids, profile=prof_file is not None,
+                          profile_load=args.profile_load)
             e2e = asyncio.run(asyncio.wait_for(bench.run(backlog, fractions, duration), timeout))
         finally:
             delete_keys_with_prefix(redis_url, s.namespace)
@@ -1004,11 +1022,13 @@ def main() -> None:
     }
     if prof_file is not None:
         if prof_file.exists():
+            phase = (f"a backlog drain of {backlog} messages" if args.profile_load is None
+                     else f"the paced load at {args.profile_load:.0%} ({bench.profiled_messages} messages, idle wake-ups included)")  # fmt: skip
             header = (
-                f"cProfile of the worker's event-loop thread during a backlog drain of {backlog} messages, "
+                f"cProfile of the worker's event-loop thread during {phase}, "
                 f"engine {NULL_ENGINE} (bench/pipeline.py --engine null --profile-worker)"
             )
-            profile_report(prof_file, args.profile_worker, header, backlog)
+            profile_report(prof_file, args.profile_worker, header, max(1, bench.profiled_messages))
             prof_file.replace(args.profile_worker.with_suffix(".prof"))  # for pstats/snakeviz
             out["profile"] = str(args.profile_worker)
         else:

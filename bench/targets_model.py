@@ -125,6 +125,59 @@ def tfn_rows(data_dir: str | None, pairs: int = 0, seed: int = 13) -> list[tuple
     return [(target_input(t, g), lab) for t, g, lab in kept] + joined_pairs(kept, pairs, seed)
 
 
+#: Brokers, rating agencies and data sources: in a rating or estimate headline they report a view
+#: on the subject, so the sentiment toward them is neutral (the hand-labelled set's rule).
+SOURCES: tuple[str, ...] = (
+    "B. Riley FBR", "B. Riley", "Baird", "Bank of America", "Barclays", "Berenberg", "Bernstein", "BMO Capital",
+    "BofA Merrill Lynch", "BofA Securities", "BofA", "Canaccord", "CFRA", "Citi", "Cowen", "Credit Suisse",
+    "Deutsche Bank", "Evercore ISI", "FactSet", "Goldman Sachs", "Goldman", "Guggenheim", "HSBC", "Imperial Capital",
+    "J.P. Morgan", "Jefferies", "JPMorgan", "KeyBanc Capital", "KeyBanc", "Loop Capital", "Macquarie", "Mizuho",
+    "MoffettNathanson", "Moody's", "Morgan Stanley", "Needham", "Nomura", "Oppenheimer", "Piper Jaffray",
+    "Piper Sandler", "Raymond James", "RBC", "Stifel Nicolaus", "Stifel", "SunTrust", "Truist", "UBS", "Wedbush",
+    "Wells Fargo",
+)
+#: The ones the linker links to a ticker: a swapped copy names one of them, as real headlines do.
+LINKED_SOURCES: tuple[str, ...] = (
+    "Barclays", "BofA", "Citi", "Deutsche Bank", "Goldman Sachs", "J.P. Morgan", "JPMorgan", "Morgan Stanley",
+    "Raymond James", "UBS", "Wells Fargo", "FactSet", "HSBC", "Moody's",
+)
+
+
+def source_rows(data_dir: str | None, seed: int = 13, swaps: int = 3) -> list[tuple[str, str]]:
+    """Rows that teach "a broker or data source reporting a view is neutral": every Twitter
+    Financial News train text that links exactly one ticker and names a source of
+    :data:`SOURCES` the linker did not link (KeyBanc, Oppenheimer, ...) gives ``(source ->
+    neutral)``; and ``swaps`` copies with that source replaced by a linked one
+    (:data:`LINKED_SOURCES`, seeded) give each ``(subject -> the text's label)`` and ``(new source -> neutral)``. Texts that
+    link two or more tickers stay out (the hand-labelled set's pool)."""
+    import random
+    import re
+
+    from pipeline.linking import default_linker
+    from pipeline.process import message
+
+    rng = random.Random(seed)
+    pattern = re.compile(r"\b(" + "|".join(re.escape(x) for x in SOURCES) + r")(?![\w'])")
+    linker = default_linker()
+    out: list[tuple[str, str]] = []
+    with (Path(data_dir or "") / TFN / "train.csv").open(newline="", encoding="utf-8") as f:
+        for i, r in enumerate(csv.DictReader(f)):
+            msg = message(r["text"], doc_id=f"s{i}", now_ms=1_700_000_000_000)
+            links = linker.link(msg)
+            if len({lk.symbol for lk in links}) != 1 or not (m := pattern.search(msg.text)):
+                continue
+            lk = links[0]
+            if lk.span and lk.span[0] < m.end() and m.start() < lk.span[1]:
+                continue  # the source is the linked subject itself
+            out.append((target_input(msg.text, m.group(1)), "neutral"))
+            subject = msg.text[lk.span[0]:lk.span[1]] if lk.span and lk.method != "exchange" else f"${lk.symbol}"
+            for other in rng.sample([x for x in LINKED_SOURCES if x != m.group(1)], swaps):
+                swapped = msg.text[: m.start()] + other + msg.text[m.end():]
+                if subject in swapped:
+                    out += [(target_input(swapped, subject), r["label"]), (target_input(swapped, other), "neutral")]
+    return out
+
+
 def heldout_microblog_pairs(rows: list[Any]) -> list[tuple[str, str, float]]:
     """``(text, target, mean gold score)`` of the held-out microblog rows (the same cashtag
     annotated twice in one span counts once, with the mean)."""
@@ -268,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="add Twitter Financial News train texts that link one ticker (MIT; the text's label is the "
                    "ticker's), as the worker's linker finds it")
     d.add_argument("--tfn-pairs", type=int, default=0, help="with --tfn: add this many joined two-ticker texts of them")
+    d.add_argument("--tfn-sources", action="store_true",
+                   help="with --tfn: add rows where a broker or data source that reports a view is a neutral target")
     s = sub.add_parser("score", help="held-out cosine and per-ticker accuracy, against the shipped model")
     s.add_argument("--model", type=Path, required=True, help="the target model's directory")
     s.add_argument("--json", action="store_true", help="one JSON object")
@@ -283,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = training_rows(rows_by_dataset, args.pairs, args.seed)
         if args.tfn:
             rows += tfn_rows(args.data_dir, args.tfn_pairs, args.seed)
+            if args.tfn_sources:
+                rows += source_rows(args.data_dir, args.seed)
         with args.out.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["text", "label"])

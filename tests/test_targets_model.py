@@ -99,3 +99,26 @@ def test_tfn_rows_take_one_ticker_texts_of_the_train_split_only(tmp_path: Path) 
         target, text = inp.split(" [SEP] ")
         own = next(t for t, _ in rows if t.startswith(target))  # the part that names the target
         assert own in text and lab == dict(rows)[own]
+
+
+def test_source_rows_make_a_reporting_broker_a_neutral_target(tmp_path: Path) -> None:
+    """A one-ticker text that names an unlinked broker gives (broker -> neutral), and copies with
+    a linked broker swapped in give (subject -> the text's label) and (that broker -> neutral);
+    a text without a broker, or with two tickers, gives nothing. Invented texts."""
+    import csv
+
+    base = tmp_path / "twitter_financial_news"
+    base.mkdir()
+    rows = [("$AAPL downgraded to neutral at KeyBanc", "negative"), ("$TSLA beats on deliveries", "positive"),
+            ("$MSFT and $NVDA upgraded at Oppenheimer", "positive")]  # fmt: skip
+    with (base / "train.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    got = tm.source_rows(str(tmp_path), seed=3, swaps=2)
+    assert got[0] == ("KeyBanc [SEP] $AAPL downgraded to neutral at KeyBanc", "neutral")
+    assert len(got) == 5
+    for (subject_row, label), (broker_row, broker_label) in zip(got[1::2], got[2::2], strict=True):
+        broker, text = broker_row.split(" [SEP] ")
+        assert broker in tm.LINKED_SOURCES and text == f"$AAPL downgraded to neutral at {broker}"
+        assert subject_row == f"$AAPL [SEP] {text}" and label == "negative" and broker_label == "neutral"

@@ -16,7 +16,7 @@ OUT=${1:-$(mktemp -d)/elbert-minilm-targets}
 export HF_HUB_OFFLINE=1
 ROWS=$(mktemp --suffix=.csv)
 trap 'rm -f "$ROWS"' EXIT
-python "$ROOT/bench/targets_model.py" data --pairs 1500 --tfn --tfn-pairs 1500 --seed 13 --out "$ROWS"
+python "$ROOT/bench/targets_model.py" data --pairs 1500 --tfn --tfn-pairs 1500 --tfn-sources --seed 13 --out "$ROWS"
 finsent train --data "$ROWS" --weighting learned --class-weighting sqrt_inverse --pooling mean \
   --epochs 5 --lr 8e-4 --head-lr 3e-3 --lora-r 16 --max-length 128 --split-seed 13 --threads 2 \
   --rule-max-loss 0.005 --seed 13 --out "$OUT"

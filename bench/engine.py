@@ -56,10 +56,12 @@ def load_texts(path: Path, n: int) -> tuple[list[str], list[str]]:
     return [r["text"] for r in rows], [r["label"] for r in rows]
 
 
-def measure(model, rule, mode: str, batch: int, ids, truncated, gold, device, dtype, policy: str) -> dict:
+def timed_run(model, rule, mode: str, batch: int, ids, truncated, device, dtype, policy: str):
+    """``(engine, predictions, seconds)``: a fresh engine, warmed up on the first ``2 * batch``
+    texts, then timed over all of them (its stats count the timed run only)."""
     engine = EarlyExitEngine(model, rule, max_batch=batch, device=device, dtype=dtype, mode=mode,
                              policy=policy, max_queue=len(ids) + 1)
-    engine.run(ids[: min(len(ids), 2 * batch)], truncated[: min(len(ids), 2 * batch)])  # warm-up
+    engine.run(ids[: 2 * batch], truncated[: 2 * batch])  # warm-up
     engine.stats = type(engine.stats)()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -67,7 +69,11 @@ def measure(model, rule, mode: str, batch: int, ids, truncated, gold, device, dt
     preds = engine.run(ids, truncated)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0
+    return engine, preds, time.perf_counter() - t0
+
+
+def measure(model, rule, mode: str, batch: int, ids, truncated, gold, device, dtype, policy: str) -> dict:
+    engine, preds, elapsed = timed_run(model, rule, mode, batch, ids, truncated, device, dtype, policy)
     lat = np.array([p.latency_ms for p in preds])
     method = {"static": "exit_static", "compact": "exit_compact", "refill": "refill"}[mode]
     if isinstance(rule, FullDepth):
@@ -103,22 +109,11 @@ def measure_targets(model, rule, target_dir: str, texts: list[str], batch: int, 
     ids, truncated = model.encode([m.text for m in msgs])
     t_ids, t_truncated = target_model.encode(target_texts) if target_texts else ([], [])
 
-    def run(m, r, i, tr) -> float:
-        if not i:
-            return 0.0
-        engine = EarlyExitEngine(m, r, max_batch=batch, device=device, dtype=dtype, mode="refill",
-                                 policy=policy, max_queue=len(i) + 1)
-        engine.run(i[: 2 * batch], tr[: 2 * batch])  # warm-up
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        engine.run(i, tr)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
+    def seconds(m, r, i, tr) -> float:
+        return timed_run(m, r, "refill", batch, i, tr, device, dtype, policy)[2] if i else 0.0
 
-    documents = run(model, rule, ids, truncated)
-    targets = run(target_model, target_rule, t_ids, t_truncated)
+    documents = seconds(model, rule, ids, truncated)
+    targets = seconds(target_model, target_rule, t_ids, t_truncated)
     return {
         "target_model": target_model.config.version, "batch_size": batch, "texts": len(texts),
         "texts_with_2_plus_tickers": sum(1 for a in asks if a), "target_passes": len(target_texts),

@@ -109,7 +109,7 @@ def tfn_rows(data_dir: str | None, pairs: int = 0, seed: int = 13) -> list[tuple
     joined texts of two of them (:func:`joined_pairs`). Texts that link two or more tickers (the
     pool of the hand-labelled set, ``tfn``) and the validation split (its controls) stay out."""
     from pipeline.linking import default_linker
-    from pipeline.process import message
+    from pipeline.process import message, target_of
 
     linker = default_linker()
     kept: list[tuple[str, str, str]] = []
@@ -119,9 +119,7 @@ def tfn_rows(data_dir: str | None, pairs: int = 0, seed: int = 13) -> list[tuple
             links = linker.link(msg)
             if len({lk.symbol for lk in links}) != 1:
                 continue
-            lk = links[0]
-            written = msg.text[lk.span[0]:lk.span[1]] if lk.span and lk.method != "exchange" else ""
-            kept.append((msg.text, written.strip() or f"${lk.symbol}", r["label"]))
+            kept.append((msg.text, target_of(msg.text, links[0]), r["label"]))
     return [(target_input(t, g), lab) for t, g, lab in kept] + joined_pairs(kept, pairs, seed)
 
 
@@ -154,7 +152,7 @@ def source_rows(data_dir: str | None, seed: int = 13, swaps: int = 3) -> list[tu
     import re
 
     from pipeline.linking import default_linker
-    from pipeline.process import message
+    from pipeline.process import message, target_of
 
     rng = random.Random(seed)
     pattern = re.compile(r"\b(" + "|".join(re.escape(x) for x in SOURCES) + r")(?![\w'])")
@@ -170,7 +168,7 @@ def source_rows(data_dir: str | None, seed: int = 13, swaps: int = 3) -> list[tu
             if lk.span and lk.span[0] < m.end() and m.start() < lk.span[1]:
                 continue  # the source is the linked subject itself
             out.append((target_input(msg.text, m.group(1)), "neutral"))
-            subject = msg.text[lk.span[0]:lk.span[1]] if lk.span and lk.method != "exchange" else f"${lk.symbol}"
+            subject = target_of(msg.text, lk)
             for other in rng.sample([x for x in LINKED_SOURCES if x != m.group(1)], swaps):
                 swapped = msg.text[: m.start()] + other + msg.text[m.end():]
                 if subject in swapped:
@@ -253,7 +251,7 @@ def score_tfn(model_dir: Path, data_dir: str | None) -> dict[str, Any]:
     import hashlib
 
     from pipeline.linking import default_linker
-    from pipeline.process import message, target_asks
+    from pipeline.process import message, target_asks, target_of
 
     manifest = json.loads(TFN_MANIFEST.read_text())
     base = Path(data_dir or "") / TFN
@@ -295,9 +293,7 @@ def score_tfn(model_dir: Path, data_dir: str | None) -> dict[str, Any]:
         msg = message(r["text"], doc_id="c", now_ms=now)
         links = linker.link(msg)
         if len({lk.symbol for lk in links}) == 1:
-            lk = links[0]
-            written = msg.text[lk.span[0]:lk.span[1]] if lk.span and lk.method != "exchange" else f"${lk.symbol}"
-            controls.append((msg.text, target_input(msg.text, written), r["label"]))
+            controls.append((msg.text, target_input(msg.text, target_of(msg.text, links[0])), r["label"]))
     _, c_target = predict(target_engine, [inp for _, inp, _ in controls])
     _, c_doc = predict(shipped_engine, [t for t, _, _ in controls])
     gold = [g for _, _, g in controls]

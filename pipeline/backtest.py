@@ -42,6 +42,7 @@ from pipeline.process import (
     link,
     model_version,
     parse,
+    split_answers,
     story,
     story_index,
     story_signs,
@@ -281,17 +282,20 @@ def run_backtest(
             future = engine.submit_ids(ids, truncated)  # all at once: the batches do not depend on timing
             # while the engine works; with a tagger, one call per chunk (the worker: per poll)
             links = link(linker, [m for m, _ in part])
-            asks = [target_asks(m, ls) for (m, _), ls in zip(part, links, strict=True)] if target_engine else []
-            target_preds = iter(target_engine.predict_texts([t for a in asks for _, t in a]) if target_engine else [])
+            asks, answers = [], []
+            if target_engine is not None:
+                asks = [target_asks(m, ls) for (m, _), ls in zip(part, links, strict=True)]
+                answers = split_answers(asks, target_engine.predict_texts([t for a in asks for _, t in a]))
             docs, wheres = [], []
             for i, ((msg, where), msg_links, p) in enumerate(zip(part, links, future.result(), strict=True)):
                 done += 1
                 if on_progress is not None and (done % 256 == 0 or done == len(todo)):
                     on_progress(done, len(todo))
-                ask = asks[i] if asks else []
-                answers = [next(target_preds) for _ in ask]
                 try:
-                    targets = target_scores(ask, answers, target_engine.model.labels) if ask and target_engine else None
+                    targets = None
+                    if asks and asks[i]:
+                        assert target_engine is not None
+                        targets = target_scores(asks[i], answers[i], target_engine.model.labels)
                     docs.append(document(msg, msg_links, p, labels=labels, model_version=version, ingested_at=now,
                                          scored_at=now, languages=settings.aggregated_languages, targets=targets))
                 except ValueError as exc:  # the worker dead-letters these as "internal"

@@ -409,12 +409,12 @@ def _link_scorer(model: Path | None, target_model: str | None) -> Callable[[list
     def score(msgs: list[Any], links: list[Any]) -> list[Any]:
         preds = engine.predict_texts([m.text for m in msgs])
         asks = [process.target_asks(m, ls) for m, ls in zip(msgs, links, strict=True)]
-        answers = iter(target_engine.predict_texts([t for a in asks for _, t in a]))
+        answers = process.split_answers(asks, target_engine.predict_texts([t for a in asks for _, t in a]))
         now = int(time.time() * 1000)
         return [process.document(m, ls, p, labels=engine.model.labels, model_version=version, ingested_at=now,
                                  scored_at=now, languages=None,
-                                 targets=process.target_scores(a, [next(answers) for _ in a], target_engine.model.labels))
-                for m, ls, p, a in zip(msgs, links, preds, asks, strict=True)]  # fmt: skip
+                                 targets=process.target_scores(a, ans, target_engine.model.labels))
+                for m, ls, p, a, ans in zip(msgs, links, preds, asks, answers, strict=True)]  # fmt: skip
 
     return score
 

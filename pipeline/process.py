@@ -50,10 +50,12 @@ __all__ = [
     "message",
     "model_version",
     "parse",
+    "split_answers",
     "story",
     "story_index",
     "story_signs",
     "target_asks",
+    "target_of",
     "target_scores",
     "text_hash",
 ]
@@ -121,20 +123,35 @@ def model_version(document_model: str, target_model: str | None) -> str:
     return document_model if target_model is None else f"{document_model}+{target_model}"
 
 
+def target_of(text: str, link_: TickerLink) -> str:
+    """The target a target model reads for ``link_``: the mention as ``text`` writes it
+    (``$AAPL``, ``Apple``; the link's span), else (no span, or ``NASDAQ:AAPL``) its cashtag."""
+    written = text[link_.span[0]:link_.span[1]].strip() if link_.span and link_.method != "exchange" else ""
+    return written or f"${link_.symbol}"
+
+
 def target_asks(msg: InputMessage, links: Sequence[TickerLink]) -> list[tuple[str, str]]:
     """What a target model must answer for ``msg``: ``(symbol, target model input)`` per distinct
     linked symbol, in link order, when the text links two or more symbols; ``[]`` otherwise (a
     one-ticker text keeps its document score: no extra pass). The target is the symbol's first
-    mention as the text writes it (``$AAPL``, ``Apple``; the link's span), else its cashtag."""
+    mention (:func:`target_of`)."""
     first: dict[str, TickerLink] = {}
     for link_ in links:
         first.setdefault(link_.symbol, link_)
     if len(first) < 2:
         return []
-    out = []
-    for sym, link_ in first.items():
-        written = msg.text[link_.span[0]:link_.span[1]] if link_.span and link_.method != "exchange" else ""
-        out.append((sym, target_input(msg.text, written.strip() or f"${sym}")))
+    return [(sym, target_input(msg.text, target_of(msg.text, link_))) for sym, link_ in first.items()]
+
+
+def split_answers(asks: Sequence[Sequence[tuple[str, str]]], predictions: Sequence[Prediction]) -> list[list[Prediction]]:
+    """Per message of a batch, its share of ``predictions``: the target model's answers to the
+    batch's :func:`target_asks`, asked flattened in message order."""
+    out, at = [], 0
+    for ask in asks:
+        out.append(list(predictions[at : at + len(ask)]))
+        at += len(ask)
+    if at != len(predictions):
+        raise ValueError(f"{len(predictions)} target answers for {at} asks")
     return out
 
 

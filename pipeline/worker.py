@@ -67,6 +67,7 @@ from pipeline.process import (
     link,
     model_version,
     parse,
+    split_answers,
     target_asks,
     target_scores,
 )
@@ -605,14 +606,12 @@ class Worker:
             version = model_version(version, self.target_engine.model.config.version)
         if previous is not None:
             await previous
-        at = 0
+        answers = split_answers(asks, target_preds) if asks else []
         for i, (m, p) in enumerate(zip(batch, preds, strict=True)):
             metrics.EXIT_LAYER.observe(p.exit_layer)
             tp = m.part.tp
-            ask = asks[i] if asks else []
-            answers, at = target_preds[at : at + len(ask)], at + len(ask)
             try:
-                targets = target_scores(ask, answers, target_labels) if ask else None
+                targets = target_scores(asks[i], answers[i], target_labels) if asks and asks[i] else None
                 doc = document(m.msg, m.links, p, labels=labels, model_version=version, ingested_at=m.ingested_at,
                                scored_at=now, languages=self.settings.aggregated_languages, targets=targets)
             except ValueError as exc:  # e.g. NaN probabilities: never let them reach the aggregates

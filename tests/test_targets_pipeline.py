@@ -134,3 +134,12 @@ def test_link_score_shows_the_sentiment_toward_each_ticker() -> None:
     # one ticker: the text's own score, marked as such
     assert one["links"][0]["target_aware"] is False and one["links"][0]["score"] == one["score"]
     assert "research only" in result.stderr
+
+
+def test_a_batchs_target_answers_go_back_to_their_messages() -> None:
+    from pipeline.process import split_answers
+
+    asks = [[("A", "a"), ("B", "b")], [], [("C", "c"), ("D", "d"), ("E", "e")]]
+    assert split_answers(asks, [1, 2, 3, 4, 5]) == [[1, 2], [], [3, 4, 5]]  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        split_answers(asks, [1, 2, 3, 4])  # type: ignore[list-item]

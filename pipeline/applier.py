@@ -48,7 +48,7 @@ import redis.asyncio as aioredis
 from pipeline import metrics
 from pipeline.aggregate import Aggregator, TickerState
 from pipeline.keys import DEFAULT_DOC_TTL_S, Keys, text_hash
-from pipeline.novelty import SIGNATURE_VERSION, StoryIndex
+from pipeline.novelty import SIGNATURE_VERSION, StoryIndex, pack_keys
 from pipeline.outbox import OutboxEntry, OutboxPublisher
 from pipeline.process import (
     DUPLICATE_ID,
@@ -71,7 +71,7 @@ _MAX_CONFLICT_ROUNDS = 100
 _TICKER_FIELDS: tuple[str, ...] = TickerScore.__slots__  # type: ignore[attr-defined]
 _ticker_values = attrgetter(*_TICKER_FIELDS)
 _STORY_SEP = "\x1f"  # between doc id and story id in an event member (the ASCII unit separator)
-_NO_STORY: list[Any] = ["", 0, 0, [], 0, 1, ""]  # story detection off: the script skips the story
+_NO_STORY: list[Any] = ["", 0, 0, b"", 0, 1, ""]  # story detection off: the script skips the story
 # Bounds of the applier's own story index (about 2 KB a story) and of the band keys it knows it
 # must read (about 150 bytes each): past them the oldest go, and a document that needed them is
 # refused by the commit script once and then decided on a read.
@@ -137,7 +137,7 @@ class _Decided:
 
     doc: ScoredDocument
     block: list[Any]
-    keys: list[str]
+    keys: list[int]
     own: bool
 
 
@@ -203,7 +203,7 @@ class Applier:
         # Band keys that point to stories in Redis this applier does not hold (started by another
         # worker or before a restart, or demoted): documents with one of them are decided on a
         # read. Key -> newest publication time (ms) of a document that had it.
-        self._read_keys: dict[str, int] = {}
+        self._read_keys: dict[int, int] = {}
 
     # ---- reads
 
@@ -407,34 +407,55 @@ class Applier:
         wrote that story or those keys meanwhile), the story leaves the own index and its keys
         are read from then on."""
         signs = story_signs(docs)
-        own_rows = [not self._needs_read(ks, d.published_at) for d, ks in zip(docs, signs.keys, strict=True)]
-        read_index = self._own  # unused unless some document needs a read
+        own = self._own
+        # One pass over the round's band keys in the own index. A document's owners stay as read
+        # here until it is decided unless an earlier document of the round has one of its keys
+        # (deciding only ever claims the decided document's own keys): such documents look
+        # their keys up again when decided.
+        flat = [k for ks in signs.keys for k in ks]
+        owners_flat = list(map(own.band_to_story.get, flat))
+        shared = _repeated(flat)
+        owners_of: list[list[str | None] | None] = []
+        own_rows: list[bool] = []
+        pos = 0
+        for d, ks in zip(docs, signs.keys, strict=True):
+            owners = owners_flat[pos:pos + len(ks)]
+            pos += len(ks)
+            owners_of.append(owners if not shared or shared.isdisjoint(ks) else None)
+            own_rows.append(not self._needs_read(ks, owners, d.published_at))
+        read_index = own  # unused unless some document needs a read
         if not all(own_rows):
-            read_index = await self._read_stories([d for d, own in zip(docs, own_rows, strict=True) if not own], [
-                ks for ks, own in zip(signs.keys, own_rows, strict=True) if not own
+            read_index = await self._read_stories([d for d, o in zip(docs, own_rows, strict=True) if not o], [
+                ks for ks, o in zip(signs.keys, own_rows, strict=True) if not o
             ])  # fmt: skip
+        reps = signs.sigs.astype("<u4")
         out = []
-        for d, sig, ks, own in zip(docs, signs.sigs, signs.keys, own_rows, strict=True):
-            decided = story(self._own if own else read_index, d, sig, ks)
+        for d, sig, rep, ks, owners, is_own in zip(docs, signs.sigs, reps, signs.keys, owners_of, own_rows, strict=True):
+            decided = story(own if is_own else read_index, d, sig, ks, owners if is_own else None)
             sid = decided.doc.story
-            owners = decided.owners_before if any(decided.owners_before) else 0
-            claimed = 1 if len(decided.claimed) == len(ks) else decided.claimed
-            block = [sid, decided.repeats_before, d.published_at, ks, owners, claimed,
-                     sig.astype("<u4").tobytes() if sid == d.id else ""]  # fmt: skip
-            out.append(_Decided(decided.doc, block, ks, own))
+            before = decided.owners_before
+            claimed: Any = 1
+            if len(decided.claimed) != len(ks):
+                mine = set(decided.claimed)
+                claimed = [b for b, k in enumerate(ks, 1) if k in mine]  # 1-based band numbers
+            block = [sid, decided.repeats_before, d.published_at, pack_keys(ks), before if any(before) else 0,
+                     claimed, rep.tobytes() if sid == d.id else ""]  # fmt: skip
+            out.append(_Decided(decided.doc, block, ks, is_own))
         self._bound_story_memory()
         return out
 
-    def _needs_read(self, keys: list[str], t: int) -> bool:
+    def _needs_read(self, keys: list[int], owners: list[str | None], t: int) -> bool:
+        """Whether a document's story must be decided on a read of Redis (``owners``: its keys'
+        stories in the own index)."""
         if self._read_keys and not self._read_keys.keys().isdisjoint(keys):
             return True
-        own = self._own
-        owners = set(map(own.band_to_story.get, keys))
-        owners.discard(None)
+        if not any(owners):
+            return False
+        live = self._own.live
         # a story no longer live here may have been kept alive by another worker
-        return not all(own.live(sid, t) for sid in owners)
+        return not all(live(sid, t) for sid in set(owners) if sid is not None)
 
-    async def _read_stories(self, docs: list[ScoredDocument], keys_of: list[list[str]]) -> StoryIndex:
+    async def _read_stories(self, docs: list[ScoredDocument], keys_of: list[list[int]]) -> StoryIndex:
         """A story index for deciding ``docs``: the stories their band keys lead to in Redis, as
         far as the documents' windows reach (one script call)."""
         index = story_index(self.novelty_window_s or 0, self.lateness_s)
@@ -443,7 +464,7 @@ class Applier:
             return index
         times = [d.published_at for d in docs]
         packed = msgpack.packb(
-            [self.story_prefix, min(times), max(times), self._story_window_ms, *keys], use_bin_type=False
+            [self.story_prefix, min(times), max(times), self._story_window_ms, pack_keys(keys)], use_bin_type=False
         )
         raw = await retry(lambda: self.lookup(keys=[], args=[packed]), "Redis story lookup")
         owners, found = msgpack.unpackb(raw, raw=True)
@@ -469,7 +490,7 @@ class Applier:
         elif status != "ok":  # not written as decided here: Redis knows better from now on
             self._mark_read([*decided.keys, *self._own.forget(decided.doc.story)], t)
 
-    def _mark_read(self, keys: Iterable[str], t: int) -> None:
+    def _mark_read(self, keys: Iterable[int], t: int) -> None:
         read = self._read_keys
         for k in keys:
             if read.get(k, t) <= t:
@@ -544,3 +565,11 @@ def _redis_values(u: TickerScore) -> list[str | int]:
     trip; a Lua number would be written with 17 digits); integers as integers, which Redis writes
     exactly."""
     return [repr(v) if v.__class__ is float else v for v in _ticker_values(u)]
+
+
+def _repeated(items: list[int]) -> set[int]:
+    """The items that occur more than once in ``items``."""
+    if len(set(items)) == len(items):  # the common case: one C pass
+        return set()
+    seen: set[int] = set()
+    return {k for k in items if k in seen or seen.add(k)}  # type: ignore[func-returns-value]

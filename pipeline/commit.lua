@@ -9,10 +9,11 @@
 --          event_t, event_member, prune_cutoff, history_score, ticker_score_json, field values...
 --   late symbols (the document was late for them: checked against this call's failures only)
 --   entries: effect_id, topic, partition, key, value, scan_from
---   story: story_id ('' = no story detection), repeats_before, published_at, {band keys},
---          their owners as the applier read them ({owner or ''...}, or 0: none has one), the
---          keys to point at the story ({band keys...}, or 1: all of them),
---          representative signature ('' unless the document starts the story)
+--   story: story_id ('' = no story detection), repeats_before, published_at, band keys (one
+--          string, 8 bytes a key: key b is bytes 8b-7..8b), their owners as the applier read them
+--          ({owner or ''...}, or 0: none has one), the keys to point at the story ({band numbers
+--          b...}, or 1: all of them), representative signature ('' unless the document starts
+--          the story)
 -- item "L" (dead letter): guard_suffix, stream, message fingerprint, one entry
 -- Returns per item {status, entry ids...}; status: ok | dup | dupid | conflict.
 local A = cmsgpack.unpack(ARGV[1])
@@ -52,8 +53,9 @@ for it = 1, nitems do
     local epos = lpos + nl
     local spos = epos + 6 * ne
     local sid = A[spos]
-    local bands = A[spos + 3]
-    local nb = #bands
+    local packed = A[spos + 3]
+    local nb = #packed / 8
+    local bk = {}
     local status = 'ok'
     local stored = redis.call('GET', doc_key)
     if stored then
@@ -74,8 +76,7 @@ for it = 1, nitems do
       -- documents before this one (a failed earlier item of this call left both unwritten)
       if status == 'ok' and sid ~= '' then
         if nb > 0 then
-          local bk = {}
-          for b = 1, nb do bk[b] = SP .. 'b:' .. bands[b] end
+          for b = 1, nb do bk[b] = SP .. 'b:' .. string.sub(packed, 8 * b - 7, 8 * b) end
           local cur = redis.call('MGET', unpack(bk))
           local owners = A[spos + 4]
           if owners == 0 then
@@ -131,9 +132,9 @@ for it = 1, nitems do
         else redis.call('EXPIRE', SP .. 'r:' .. sid, story_ttl) end
         local claimed = A[spos + 5]
         if claimed == 1 then
-          for b = 1, nb do redis.call('SET', SP .. 'b:' .. bands[b], sid, 'EX', story_ttl) end
+          for b = 1, nb do redis.call('SET', bk[b], sid, 'EX', story_ttl) end
         else
-          for _, k in ipairs(claimed) do redis.call('SET', SP .. 'b:' .. k, sid, 'EX', story_ttl) end
+          for _, b in ipairs(claimed) do redis.call('SET', bk[b], sid, 'EX', story_ttl) end
         end
       end
       redis.call('SET', doc_key, hash, 'EX', ttl)

@@ -17,7 +17,8 @@ measurements behind the parameters below (``bench/novelty.py``).
    text. Anchors keep template stories apart: "AAPL beats estimates" and "MSFT beats estimates"
    share most words, but each has an anchor the other lacks; a truncated, re-cased or retweeted
    copy has no anchor that its original lacks.
-3. :func:`band_keys` -- LSH: :data:`BANDS` keys of :data:`ROWS` MinHash values each. Documents
+3. :func:`band_keys` -- LSH: :data:`BANDS` keys of :data:`ROWS` MinHash values each, as 64-bit
+   integers (a band's number is hashed in, so equal values in two bands are two keys). Documents
    that share a key are candidates; :func:`similarity` (the estimated Jaccard similarity of
    their shingle sets, 0 when their anchors conflict) >= :data:`THRESHOLD` confirms one.
 4. :class:`StoryIndex` -- band key -> story id; story id -> representative signature and the
@@ -37,10 +38,10 @@ import html
 import itertools
 import math
 import re
+import struct
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import xxhash
@@ -71,6 +72,7 @@ __all__ = [
     "normalize",
     "normalize_many",
     "novelty",
+    "pack_keys",
     "same_story",
     "signature",
     "signatures",
@@ -78,7 +80,7 @@ __all__ = [
 ]
 
 #: Names the normalisation, shingles and hash constants; part of every stored key's meaning.
-SIGNATURE_VERSION: Final[str] = "novelty-v1"
+SIGNATURE_VERSION: Final[str] = "novelty-v2"
 #: Characters of a text that :func:`normalize` looks at (longer texts: their first MAX_CHARS).
 MAX_CHARS: Final[int] = 2000
 #: MinHash values per signature.
@@ -120,6 +122,7 @@ WIRE_SOURCES: Final[tuple[str, ...]] = (
 _NUM_RNG_SEED: Final[str] = "finsent-novelty-minhash"
 _CASHTAG_SALT: Final[int] = 0x6361736874616773  # "$uber" and "uber" are different anchors
 _ORDER_SALT: Final[int] = 0x6F72646572656421  # the pair "a>b" of consecutive anchors
+_BAND_SALT: Final = np.uint64(0x62616E646B657921)  # band i's hash starts from ROWS + i * salt
 _U64 = np.uint64
 # Odd 64-bit multipliers, one per permutation: min over a * x mod 2**64 of the shingle hashes x
 # (already uniform 64-bit XXH3 values) is the MinHash for permutation a. Derived from XXH3 so
@@ -575,45 +578,44 @@ def same_story(a: str, b: str, threshold: float = THRESHOLD) -> bool:
 # ------------------------------------------------------------------ LSH band keys
 
 def band_hashes(sigs: np.ndarray, bands: int = BANDS, rows: int = ROWS) -> np.ndarray:
-    """``(n, bands)`` uint64: per signature row of ``sigs`` and band ``i``, a hash of its
-    MinHash values ``[i * rows, (i + 1) * rows)``: two rows agree on band ``i`` exactly when
-    those values do (up to 64-bit collisions)."""
+    """``(n, bands)`` uint64: per signature row of ``sigs`` and band ``i``, a hash of ``i`` and
+    its MinHash values ``[i * rows, (i + 1) * rows)``: two rows agree on band ``i`` exactly when
+    those values do (up to 64-bit collisions), and two bands never share a hash by having equal
+    values."""
     sigs = np.atleast_2d(sigs)
     if bands * rows > sigs.shape[1] - ANCHOR_COLUMNS:
         raise ValueError(f"bands * rows = {bands * rows} exceeds the signature's MinHash columns")
     vals = sigs[:, : bands * rows].astype(np.uint64).reshape(len(sigs), bands, rows)
     with np.errstate(over="ignore"):
-        h = np.full((len(sigs), bands), _U64(rows), dtype=np.uint64)
+        seed = _U64(rows) + np.arange(bands, dtype=np.uint64) * _BAND_SALT
+        h = np.repeat(seed[None, :], len(sigs), axis=0)
         for r in range(rows):
             h = _fmix64(h * _PAIR + vals[:, :, r])
     return h
 
 
-def band_keys_batch(sigs: np.ndarray, bands: int = BANDS, rows: int = ROWS) -> list[list[str]]:
+def band_keys_batch(sigs: np.ndarray, bands: int = BANDS, rows: int = ROWS) -> list[list[int]]:
     """LSH band keys of each signature row of ``sigs`` (shape ``(n, >= bands * rows +
-    ANCHOR_COLUMNS)``): ``bands`` strings ``"{i:02d}:{h:016x}"``, ``h`` from :func:`band_hashes`.
-    Two documents sharing a key are candidates. An empty signature (:func:`is_empty`) has none."""
+    ANCHOR_COLUMNS)``): ``bands`` 64-bit integers, :func:`band_hashes`. Two documents sharing a
+    key are candidates. An empty signature (:func:`is_empty`) has none.
+
+    Integers, not strings: a worker looks up, stores and sends 16 keys per document, and an int
+    costs less than a string at each step (:func:`pack_keys` gives a store's form)."""
     sigs = np.atleast_2d(sigs)
-    n = len(sigs)
-    h = band_hashes(sigs, bands, rows)
-    # All keys as one ASCII buffer, split once: formatting n * bands ints one by one costs more
-    # than computing the signatures.
-    buf = np.empty((n, bands, 20), dtype=np.uint8)
-    band_no = np.arange(bands)
-    buf[:, :, 0] = band_no // 10 % 10 + 48
-    buf[:, :, 1] = band_no % 10 + 48
-    buf[:, :, 2] = ord(":")
-    hexed = h.astype(">u8").tobytes().hex().encode()
-    buf[:, :, 3:19] = np.frombuffer(hexed, dtype=np.uint8).reshape(n, bands, 16)
-    buf[:, :, 19] = ord(" ")
-    flat = buf.tobytes().decode("ascii").split()
+    keys = band_hashes(sigs, bands, rows).tolist()
     empty = np.all(sigs[:, : bands * rows] == EMPTY, axis=1).tolist()
-    return [[] if empty[d] else flat[d * bands:(d + 1) * bands] for d in range(n)]
+    return [[] if e else k for k, e in zip(keys, empty, strict=True)]
 
 
-def band_keys(sig_row: np.ndarray, bands: int = BANDS, rows: int = ROWS) -> list[str]:
+def band_keys(sig_row: np.ndarray, bands: int = BANDS, rows: int = ROWS) -> list[int]:
     """The LSH band keys of one signature: ``band_keys_batch(sig_row[None])[0]``."""
     return band_keys_batch(np.asarray(sig_row)[None, :], bands, rows)[0]
+
+
+def pack_keys(keys: Sequence[int]) -> bytes:
+    """Band keys as a store names them: 8 big-endian bytes each, concatenated (key ``i`` is
+    bytes ``[8 * i, 8 * i + 8)``; a Redis script slices them)."""
+    return struct.pack(f">{len(keys)}Q", *keys)
 
 
 # ------------------------------------------------------------------ novelty
@@ -628,9 +630,8 @@ def novelty(repeats_before: int) -> float:
     return DECAY**repeats_before
 
 
-@dataclass(frozen=True)
-class Story:
-    """The novelty decision for one document.
+class Story(NamedTuple):
+    """The novelty decision for one document (a named tuple: the worker makes one per document).
 
     ``story_id``: the doc id of the story's first indexed document (its representative);
     ``repeats_before``: the story's documents published before this one inside the window;
@@ -651,7 +652,7 @@ class _Entry:
 
     __slots__ = ("base", "keys", "signature", "times")
 
-    def __init__(self, signature: np.ndarray, times: list[tuple[float, str]], keys: list[str], base: int = 0) -> None:
+    def __init__(self, signature: np.ndarray, times: list[tuple[float, str]], keys: list[int], base: int = 0) -> None:
         self.signature = signature
         self.times = times
         self.keys = keys
@@ -689,7 +690,7 @@ class StoryIndex:
         self.threshold = threshold
         self.bands, self.rows, self.num_perm = bands, rows, num_perm
         self.max_lateness_s = float(max_lateness_s)
-        self.band_to_story: dict[str, str] = {}
+        self.band_to_story: dict[int, str] = {}
         self.stories: dict[str, _Entry] = {}
         self._answers: dict[str, Story] = {}  # doc id -> the first answer for it
         self._loaded: dict[str, tuple[str, float]] = {}  # doc id -> (story, time), read from a store
@@ -712,7 +713,7 @@ class StoryIndex:
         i = bisect.bisect_right(entry.times, (t - self.window_s, _LAST_ID))
         return i < len(entry.times) and entry.times[i][0] < t + self.window_s
 
-    def assign(self, doc_id: str, signature: np.ndarray, published_at: float, keys: list[str] | None = None) -> Story:
+    def assign(self, doc_id: str, signature: np.ndarray, published_at: float, keys: list[int] | None = None) -> Story:
         """The story of document ``doc_id`` (its signature from :func:`signatures`,
         ``published_at`` in seconds), recorded in the index. Assigning a doc id again returns
         the first answer and records nothing (a re-delivered document keeps its novelty).
@@ -720,11 +721,19 @@ class StoryIndex:
         return self.assign_keys(doc_id, signature, published_at, keys)[0]
 
     def assign_keys(
-        self, doc_id: str, signature: np.ndarray, published_at: float, keys: list[str] | None = None
-    ) -> tuple[Story, list[str], list[str]]:
+        self,
+        doc_id: str,
+        signature: np.ndarray,
+        published_at: float,
+        keys: list[int] | None = None,
+        owners: list[str | None] | None = None,
+    ) -> tuple[Story, list[str], list[int]]:
         """:meth:`assign`, also returning what a store must check and write to record it: the
         story each of ``keys`` pointed to before (``""``: none), and the keys that now point to
-        the document's story and did not before (none for a document answered before)."""
+        the document's story and did not before (none for a document answered before).
+
+        ``owners``: ``[band_to_story.get(k) for k in keys]`` as it is now, when the caller
+        looked them up already (a batch's keys in one pass)."""
         t = float(published_at)
         get = self.band_to_story.get
         known = self._answers.get(doc_id)
@@ -736,10 +745,13 @@ class StoryIndex:
         sig = np.asarray(signature)
         if keys is None:
             keys = [] if is_empty(sig, self.num_perm) else band_keys(sig, self.bands, self.rows)
-        owners = list(map(get, keys))
+        if owners is None:
+            owners = list(map(get, keys))
         stories = self.stories
-        live = [sid for sid in dict.fromkeys(owners)
-                if sid is not None and (e := stories.get(sid)) is not None and self._live(e, t)]
+        live = []
+        if any(owners):
+            live = [sid for sid in dict.fromkeys(owners)
+                    if sid is not None and (e := stories.get(sid)) is not None and self._live(e, t)]
         if not live:
             # The common case in a stream, a story seen for the first time: no candidate, and
             # every key is free to point to the new story.
@@ -782,7 +794,7 @@ class StoryIndex:
 
     def load(
         self,
-        band_to_story: dict[str, str],
+        band_to_story: dict[int, str],
         stories: dict[str, tuple[np.ndarray, list[tuple[float, str]], int]],
     ) -> None:
         """Add state read from a store (the worker's Redis) for a batch of documents published in
@@ -800,7 +812,7 @@ class StoryIndex:
         entry = self.stories.get(sid)
         return entry is not None and self._live(entry, t)
 
-    def forget(self, sid: str) -> list[str]:
+    def forget(self, sid: str) -> list[int]:
         """Drop story ``sid`` (its band keys, its documents' answers); returns its band keys."""
         entry = self.stories.get(sid)
         if entry is None:

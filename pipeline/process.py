@@ -204,7 +204,7 @@ class StorySigns:
     uint32, :func:`pipeline.novelty.signatures` of their texts) and each one's LSH band keys."""
 
     sigs: np.ndarray
-    keys: list[list[str]]
+    keys: list[list[int]]
 
 
 def story_signs(docs: Sequence[ScoredDocument]) -> StorySigns:
@@ -231,14 +231,21 @@ class StoryDecision(NamedTuple):
     doc: ScoredDocument
     repeats_before: int
     owners_before: list[str]
-    claimed: list[str]
+    claimed: list[int]
 
 
-def story(index: novelty.StoryIndex, doc: ScoredDocument, sig: np.ndarray, keys: list[str]) -> StoryDecision:
+def story(
+    index: novelty.StoryIndex,
+    doc: ScoredDocument,
+    sig: np.ndarray,
+    keys: list[int],
+    owners: list[str | None] | None = None,
+) -> StoryDecision:
     """``doc``'s story and novelty, decided by ``index`` and recorded there (point in time: a
     document's novelty counts only its story's documents published before it inside the
-    window). ``sig``, ``keys``: its row of :func:`story_signs`."""
-    st, owners_before, claimed = index.assign_keys(doc.id, sig, doc.published_at, keys)
+    window). ``sig``, ``keys``: its row of :func:`story_signs`; ``owners``: its keys' stories in
+    ``index`` now, if the caller looked them up (:meth:`StoryIndex.assign_keys`)."""
+    st, owners_before, claimed = index.assign_keys(doc.id, sig, doc.published_at, keys, owners)
     return StoryDecision(doc.with_story(st.story_id, st.novelty), st.repeats_before, owners_before, claimed)
 
 

@@ -1,7 +1,7 @@
 -- finsent's story lookup (see pipeline/applier.py): what the applier needs to decide the stories
 -- of a round of documents, read in one call.
 -- ARGV[1]: one msgpack array: story_prefix, t_min, t_max, window (the round's documents are
--- published in [t_min, t_max]; ms), band keys...
+-- published in [t_min, t_max]; ms), band keys (one string, 8 bytes a key)
 -- Returns one msgpack array: {owners, stories}: owners[i] is the story id band key i points to
 -- (false: none); stories lists each distinct owner whose representative signature still exists
 -- as {story_id, signature, {member, score, ...}, count}: its documents that some round document
@@ -14,9 +14,10 @@ local tmin, tmax, w = A[2], A[3], A[4]
 local owners = {}
 local seen = {}
 local stories = {}
-for i = 5, #A do
-  local sid = redis.call('GET', SP .. 'b:' .. A[i])
-  owners[i - 4] = sid
+local packed = A[5]
+for i = 1, #packed / 8 do
+  local sid = redis.call('GET', SP .. 'b:' .. string.sub(packed, 8 * i - 7, 8 * i))
+  owners[i] = sid
   if sid and not seen[sid] then
     seen[sid] = true
     local rep = redis.call('GET', SP .. 'r:' .. sid)

@@ -25,6 +25,7 @@ from pipeline.novelty import (
     normalize,
     normalize_many,
     novelty,
+    pack_keys,
     same_story,
     signature,
     signatures,
@@ -223,16 +224,16 @@ def test_batch_signatures_equal_per_text_signatures() -> None:
     assert signatures([]).shape == (0, SIGNATURE_WIDTH)
 
 
-#: signature("Apple beats estimates")[:4] and its first band key under SIGNATURE_VERSION "novelty-v1"
+#: signature("Apple beats estimates")[:4] and its first band key under SIGNATURE_VERSION "novelty-v2"
 GOLDEN_FIRST_VALUES = [567845518, 1943747486, 232246503, 2234980783]
-GOLDEN_FIRST_KEY = "00:0fca778d05f1e584"
+GOLDEN_FIRST_KEY = 0x0FCA778D05F1E584
 
 
 def test_signatures_are_stable_across_processes_and_releases() -> None:
     # Band keys and signatures are stored (e.g. in Redis) and compared later: changing the
     # normalisation, the shingles or the hash constants must come with a new SIGNATURE_VERSION.
     sig = signature("Apple beats estimates")
-    assert nv.SIGNATURE_VERSION == "novelty-v1"
+    assert nv.SIGNATURE_VERSION == "novelty-v2"
     assert sig[:4].tolist() == GOLDEN_FIRST_VALUES
     assert band_keys(sig)[0] == GOLDEN_FIRST_KEY
 
@@ -262,9 +263,16 @@ def test_band_keys() -> None:
     assert [len(k) for k in keys] == [BANDS] * 3
     assert keys[0] == keys[1]  # the same normalised text: every band agrees
     assert not set(keys[0]) & set(keys[2])
-    assert all(k[:2].isdigit() and k[2] == ":" and len(k) == 19 for k in keys[0])
+    assert all(isinstance(k, int) and 0 <= k < 1 << 64 for k in keys[0])
     assert keys == [band_keys(row) for row in sigs]
-    assert len(set(keys[0])) == BANDS  # the band number keeps equal values in two bands apart
+    assert len(set(keys[0])) == BANDS
+    # the band number keeps equal values in two bands apart
+    same = sigs[:1].copy()
+    same[0, :NUM_PERM] = 7
+    assert len(set(band_keys(same[0]))) == BANDS
+    packed = pack_keys(keys[0])
+    assert len(packed) == 8 * BANDS
+    assert [int.from_bytes(packed[8 * i:8 * i + 8], "big") for i in range(BANDS)] == keys[0]
     assert np.all(sigs[:, :NUM_PERM] != EMPTY)
 
 

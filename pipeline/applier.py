@@ -195,7 +195,9 @@ class Applier:
         self.story_prefix = keys.stories(SIGNATURE_VERSION)
         self._story_window_ms = (novelty_window_s or 0) * 1000
         keep_ms = self._story_window_ms + round(lateness_s * 1000)
-        self._story_header = [self.story_prefix, self._story_window_ms, keep_ms, keep_ms // 1000 + 3600]
+        # band keys are kept per period of this many seconds, for one to two periods (commit.lua)
+        self._story_period_s = keep_ms // 1000 + 3600
+        self._story_header = [self.story_prefix, self._story_window_ms, keep_ms, self._story_period_s]
         self._keep_ms = keep_ms
         # Stories this applier started and wrote alone, as far as it knows: decided here with no
         # read, and the commit script refuses any decision that Redis contradicts (see _stories).
@@ -296,9 +298,6 @@ class Applier:
                     continue
                 first_of[w.doc.id] = len(items)
             items.append((i, w))
-        args: list[Any] = [self.keys.prefix, self.history_len, self.doc_ttl_s, *self._story_header,
-                           len(_TICKER_FIELDS), *_TICKER_FIELDS]  # fmt: skip
-        args.append(len(items))
         decided_at: dict[int, _Decided] = {}
         if self.novelty_window_s is not None:
             scored = [k for k, (_, w) in enumerate(items) if isinstance(w, Scored)]
@@ -308,6 +307,10 @@ class Applier:
                     i, w = items[k]
                     items[k] = (i, Scored(dec.doc, w.text_hash, w.raw, w.topic, w.partition, w.offset))  # type: ignore[union-attr]
                     decided_at[k] = dec
+        # the round's band keys, which the script reads in one go before it checks any document
+        round_keys = b"".join(dec.block[3] for dec in decided_at.values())
+        args: list[Any] = [self.keys.prefix, self.history_len, self.doc_ttl_s, *self._story_header,
+                           len(_TICKER_FIELDS), *_TICKER_FIELDS, round_keys, len(items)]  # fmt: skip
         prepared: list[Outcome] = []
         touched: set[str] = set()
         for k, (_, w) in enumerate(items):
@@ -464,7 +467,8 @@ class Applier:
             return index
         times = [d.published_at for d in docs]
         packed = msgpack.packb(
-            [self.story_prefix, min(times), max(times), self._story_window_ms, pack_keys(keys)], use_bin_type=False
+            [self.story_prefix, min(times), max(times), self._story_window_ms, self._story_period_s, pack_keys(keys)],
+            use_bin_type=False,
         )
         raw = await retry(lambda: self.lookup(keys=[], args=[packed]), "Redis story lookup")
         owners, found = msgpack.unpackb(raw, raw=True)

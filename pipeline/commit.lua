@@ -2,8 +2,9 @@
 --
 -- ARGV[1] is one msgpack array (packed by the applier: one argument instead of dozens per document,
 -- because redis-py encodes every argument in Python). Its layout (strings and integers):
---   prefix, history_len, doc_ttl_s, story_prefix, story_window_ms, story_keep_ms, story_ttl_s,
---   n_fields, field_1..field_n, n_items, items...
+--   prefix, history_len, doc_ttl_s, story_prefix, story_window_ms, story_keep_ms, story_period_s,
+--   n_fields, field_1..field_n, round_keys (every band key of the round's documents, 8 bytes
+--   each), n_items, items...
 -- item "D" (document): doc_id, text_hash, n_ticks, n_late, n_entries, stream,
 --   ticks: symbol, expected_seq, as_of, num, den, seq, last_doc_id, model_version,
 --          event_t, event_member, prune_cutoff, history_score, ticker_score_json, field values...
@@ -16,6 +17,14 @@
 --          the story)
 -- item "L" (dead letter): guard_suffix, stream, message fingerprint, one entry
 -- Returns per item {status, entry ids...}; status: ok | dup | dupid | conflict.
+--
+-- Band keys (band key -> story id) live in hashes, one per period of story_period_s seconds of
+-- Redis time (TIME, the same clock for every worker): SP .. 'B:' .. period. A key is written to
+-- the current period's hash and read from it or else the previous one's, so it lives one to two
+-- periods (a period is longer than a story is kept). Hashes of older periods are UNLINKed (freed
+-- in the background), never left to expire: expiring a hash of millions of fields would block
+-- Redis. One HMGET per hash reads the whole round's keys and one HSET writes its claims, instead
+-- of a GET and a SET EX per key and document: the story's Redis cost is per round, not per key.
 local A = cmsgpack.unpack(ARGV[1])
 local P = A[1]
 local hist_len = tonumber(A[2])
@@ -23,16 +32,60 @@ local ttl = A[3]
 local SP = A[4]
 local story_window = tonumber(A[5])
 local story_keep = tonumber(A[6])
-local story_ttl = A[7]
+local story_ttl = tonumber(A[7])
 local nf = tonumber(A[8])
 local fields = {}
 for i = 1, nf do fields[i] = A[8 + i] end
 local pos = 9 + nf
-local nitems = tonumber(A[pos])
-pos = pos + 1
+local round_keys = A[pos]
+local nitems = tonumber(A[pos + 1])
+pos = pos + 2
 local tick_size = 13 + nf
 local tainted = {}
 local out = {}
+
+local CHUNK = 4000 -- arguments per unpack(): Lua's stack is bounded
+local band_hash, prev_hash
+local owner_of, claims = {}, {}
+
+-- this period's and the previous period's band key hashes (sweeping older ones on first use)
+local function band_hashes()
+  if not band_hash then
+    local period = math.floor(tonumber(redis.call('TIME')[1]) / story_ttl)
+    band_hash, prev_hash = SP .. 'B:' .. period, SP .. 'B:' .. (period - 1)
+    -- B:swept: the newest period whose hash is gone (unset: no hash was ever written before)
+    local swept = tonumber(redis.call('GET', SP .. 'B:swept') or period - 2)
+    if swept < period - 2 then
+      for p = swept + 1, period - 2 do redis.call('UNLINK', SP .. 'B:' .. p) end
+    end
+    if swept ~= period - 2 then redis.call('SET', SP .. 'B:swept', period - 2) end
+  end
+  return band_hash, prev_hash
+end
+
+-- the round's band keys' owners, read in one go (false: none)
+if #round_keys > 0 then
+  local cur_hash, old_hash = band_hashes()
+  local keys = {}
+  for i = 1, #round_keys / 8 do keys[i] = string.sub(round_keys, 8 * i - 7, 8 * i) end
+  for c = 1, #keys, CHUNK do
+    local e = math.min(c + CHUNK - 1, #keys)
+    local cur = redis.call('HMGET', cur_hash, unpack(keys, c, e))
+    local prev = redis.call('HMGET', old_hash, unpack(keys, c, e))
+    for j = c, e do owner_of[keys[j]] = cur[j - c + 1] or prev[j - c + 1] end
+  end
+end
+
+-- the story a band key points to now ('' none): this call's claims, else what Redis held
+local function owner(k)
+  local o = claims[k] or owner_of[k]
+  if o == nil then -- not among round_keys
+    local cur_hash, old_hash = band_hashes()
+    o = redis.call('HGET', cur_hash, k) or redis.call('HGET', old_hash, k)
+    owner_of[k] = o
+  end
+  return o or ''
+end
 
 local function xadd(stream, i)
   return redis.call('XADD', stream, '*', 'e', A[i], 't', A[i + 1], 'p', A[i + 2],
@@ -56,6 +109,7 @@ for it = 1, nitems do
     local packed = A[spos + 3]
     local nb = #packed / 8
     local bk = {}
+    local fresh = false -- the document starts its story and no story of its id exists
     local status = 'ok'
     local stored = redis.call('GET', doc_key)
     if stored then
@@ -75,26 +129,22 @@ for it = 1, nitems do
       -- the story was decided on what the applier read: its band keys' owners and the story's
       -- documents before this one (a failed earlier item of this call left both unwritten)
       if status == 'ok' and sid ~= '' then
-        if nb > 0 then
-          for b = 1, nb do bk[b] = SP .. 'b:' .. string.sub(packed, 8 * b - 7, 8 * b) end
-          local cur = redis.call('MGET', unpack(bk))
-          local owners = A[spos + 4]
-          if owners == 0 then
-            for b = 1, nb do
-              if cur[b] then status = 'conflict' break end
-            end
-          else
-            for b = 1, nb do
-              if (cur[b] or '') ~= owners[b] then status = 'conflict' break end
-            end
-          end
+        local owners = A[spos + 4]
+        for b = 1, nb do
+          bk[b] = string.sub(packed, 8 * b - 7, 8 * b)
+          if owner(bk[b]) ~= (owners == 0 and '' or owners[b]) then status = 'conflict' break end
         end
         if status == 'ok' then
           local sk = SP .. 's:' .. sid
           local t = tonumber(A[spos + 2])
-          local before = redis.call('ZCOUNT', sk, string.format('(%d', t - story_window), string.format('(%d', t))
-          for _, m in ipairs(redis.call('ZRANGEBYSCORE', sk, t, t)) do
-            if m < A[pos + 1] then before = before + 1 end
+          local before = 0
+          -- a document that starts its story finds no story of its id, but for one from long ago
+          fresh = A[spos + 6] ~= '' and redis.call('EXISTS', sk) == 0
+          if not fresh then
+            before = redis.call('ZCOUNT', sk, string.format('(%d', t - story_window), string.format('(%d', t))
+            for _, m in ipairs(redis.call('ZRANGEBYSCORE', sk, t, t)) do
+              if m < A[pos + 1] then before = before + 1 end
+            end
           end
           if before ~= tonumber(A[spos + 1]) then status = 'conflict' end
         end
@@ -125,16 +175,16 @@ for it = 1, nitems do
         local sk = SP .. 's:' .. sid
         local t = tonumber(A[spos + 2])
         redis.call('ZADD', sk, t, A[pos + 1])
-        redis.call('ZREMRANGEBYSCORE', sk, '-inf', string.format('(%d', t - story_keep))
+        if not fresh then redis.call('ZREMRANGEBYSCORE', sk, '-inf', string.format('(%d', t - story_keep)) end
         redis.call('EXPIRE', sk, story_ttl)
         local rep = A[spos + 6]
         if rep ~= '' then redis.call('SET', SP .. 'r:' .. sid, rep, 'EX', story_ttl)
         else redis.call('EXPIRE', SP .. 'r:' .. sid, story_ttl) end
         local claimed = A[spos + 5]
         if claimed == 1 then
-          for b = 1, nb do redis.call('SET', bk[b], sid, 'EX', story_ttl) end
+          for b = 1, nb do claims[bk[b]] = sid end
         else
-          for _, b in ipairs(claimed) do redis.call('SET', bk[b], sid, 'EX', story_ttl) end
+          for _, b in ipairs(claimed) do claims[bk[b]] = sid end
         end
       end
       redis.call('SET', doc_key, hash, 'EX', ttl)
@@ -163,5 +213,14 @@ for it = 1, nitems do
   else
     return redis.error_reply('finsent apply: unknown item kind ' .. tostring(kind))
   end
+end
+if next(claims) then
+  local kv = {}
+  for k, sid in pairs(claims) do
+    kv[#kv + 1] = k
+    kv[#kv + 1] = sid
+  end
+  local cur_hash = band_hashes()
+  for c = 1, #kv, CHUNK do redis.call('HSET', cur_hash, unpack(kv, c, math.min(c + CHUNK - 1, #kv))) end
 end
 return out

@@ -1,7 +1,8 @@
 -- finsent's story lookup (see pipeline/applier.py): what the applier needs to decide the stories
 -- of a round of documents, read in one call.
 -- ARGV[1]: one msgpack array: story_prefix, t_min, t_max, window (the round's documents are
--- published in [t_min, t_max]; ms), band keys (one string, 8 bytes a key)
+-- published in [t_min, t_max]; ms), period (s), band keys (one string, 8 bytes a key). Band keys
+-- live in per-period hashes (see commit.lua): this period's, else the previous one's.
 -- Returns one msgpack array: {owners, stories}: owners[i] is the story id band key i points to
 -- (false: none); stories lists each distinct owner whose representative signature still exists
 -- as {story_id, signature, {member, score, ...}, count}: its documents that some round document
@@ -14,10 +15,19 @@ local tmin, tmax, w = A[2], A[3], A[4]
 local owners = {}
 local seen = {}
 local stories = {}
-local packed = A[5]
-for i = 1, #packed / 8 do
-  local sid = redis.call('GET', SP .. 'b:' .. string.sub(packed, 8 * i - 7, 8 * i))
-  owners[i] = sid
+local period = math.floor(tonumber(redis.call('TIME')[1]) / A[5])
+local packed = A[6]
+local keys = {}
+for i = 1, #packed / 8 do keys[i] = string.sub(packed, 8 * i - 7, 8 * i) end
+local CHUNK = 4000 -- arguments per unpack(): Lua's stack is bounded
+for c = 1, #keys, CHUNK do
+  local e = math.min(c + CHUNK - 1, #keys)
+  local cur = redis.call('HMGET', SP .. 'B:' .. period, unpack(keys, c, e))
+  local prev = redis.call('HMGET', SP .. 'B:' .. (period - 1), unpack(keys, c, e))
+  for j = c, e do owners[j] = cur[j - c + 1] or prev[j - c + 1] end
+end
+for i = 1, #keys do
+  local sid = owners[i]
   if sid and not seen[sid] then
     seen[sid] = true
     local rep = redis.call('GET', SP .. 'r:' .. sid)

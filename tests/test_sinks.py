@@ -24,7 +24,7 @@ from pipeline.aggregate import Aggregator, recompute_states
 from pipeline.applier import Applier, Rejected, Scored
 from pipeline.infra import EmbeddedBroker, create_topics
 from pipeline.keys import Keys, text_hash
-from pipeline.novelty import SIGNATURE_VERSION
+from pipeline.novelty import BANDS, SIGNATURE_VERSION
 from pipeline.outbox import OutboxPublisher
 from pipeline.schemas import DeadLetter, ScoredDocument, TickerScore
 
@@ -425,6 +425,28 @@ async def test_appliers_sharing_stories_agree_with_one_index(env: Env) -> None:
     assert got == one_index_answers(docs)
     members = await env.redis.zcard(f"{env.keys.stories(SIGNATURE_VERSION)}s:s00")
     assert members == 15  # every copy, once
+
+
+async def test_band_keys_live_in_per_period_hashes_for_one_to_two_periods(env: Env) -> None:
+    """Band keys are fields of a hash per period of Redis time: written to the current one, found
+    there or in the previous one, and hashes older than that are unlinked by the next commit."""
+    docs = story_docs()
+    a = env.applier(novelty_window_s=86_400)
+    prefix = env.keys.stories(SIGNATURE_VERSION)
+    period = int((await env.redis.time())[0]) // a._story_period_s
+    await env.redis.hset(f"{prefix}B:{period - 3}", mapping={b"stale": b"gone"})
+    await env.redis.set(f"{prefix}B:swept", period - 4)
+    assert (await a.apply([env.scored(docs[0])]))[0].status == "applied"
+    assert await env.redis.exists(f"{prefix}B:{period - 3}") == 0  # swept
+    assert int(await env.redis.get(f"{prefix}B:swept")) == period - 2
+    written = await env.redis.hgetall(f"{prefix}B:{period}")
+    assert len(written) == BANDS and set(written.values()) == {b"s00"}
+    # the period turns: the story's keys are now in the previous period's hash
+    await env.redis.rename(f"{prefix}B:{period}", f"{prefix}B:{period - 1}")
+    restarted = env.applier(novelty_window_s=86_400)
+    (o,) = await restarted.apply([env.scored(docs[2])])
+    assert o.status == "applied" and o.doc is not None
+    assert (o.doc.story, o.doc.novelty) == ("s00", 0.75)
 
 
 async def test_an_own_decision_the_script_refuses_is_forgotten(env: Env) -> None:

@@ -19,7 +19,8 @@
 -- Returns per item {status, entry ids...}; status: ok | dup | dupid | conflict.
 --
 -- Band keys (band key -> story id) live in hashes, one per period of story_period_s seconds of
--- Redis time (TIME, the same clock for every worker): SP .. 'B:' .. period. A key is written to
+-- Redis time (TIME, the same clock for every worker): SP .. 'B:' .. story_period_s .. ':' .. period
+-- (the length in the name keeps workers configured with another window apart). A key is written to
 -- the current period's hash and read from it or else the previous one's, so it lives one to two
 -- periods (a period is longer than a story is kept). Hashes of older periods are UNLINKed (freed
 -- in the background), never left to expire: expiring a hash of millions of fields would block
@@ -52,13 +53,14 @@ local owner_of, claims = {}, {}
 local function band_hashes()
   if not band_hash then
     local period = math.floor(tonumber(redis.call('TIME')[1]) / story_ttl)
-    band_hash, prev_hash = SP .. 'B:' .. period, SP .. 'B:' .. (period - 1)
-    -- B:swept: the newest period whose hash is gone (unset: no hash was ever written before)
-    local swept = tonumber(redis.call('GET', SP .. 'B:swept') or period - 2)
-    if swept < period - 2 then
-      for p = swept + 1, period - 2 do redis.call('UNLINK', SP .. 'B:' .. p) end
-    end
-    if swept ~= period - 2 then redis.call('SET', SP .. 'B:swept', period - 2) end
+    local BP = SP .. 'B:' .. story_ttl .. ':'
+    band_hash, prev_hash = BP .. period, BP .. (period - 1)
+    -- BP .. 'swept': the newest period whose hash is gone (unset: none was ever written before);
+    -- at most 16 periods a call, so a namespace idle for years costs one call a few more UNLINKs
+    local swept = tonumber(redis.call('GET', BP .. 'swept') or period - 2)
+    local upto = math.min(period - 2, swept + 16)
+    for p = swept + 1, upto do redis.call('UNLINK', BP .. p) end
+    if swept ~= upto then redis.call('SET', BP .. 'swept', upto) end
   end
   return band_hash, prev_hash
 end

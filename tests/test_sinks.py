@@ -432,21 +432,26 @@ async def test_band_keys_live_in_per_period_hashes_for_one_to_two_periods(env: E
     there or in the previous one, and hashes older than that are unlinked by the next commit."""
     docs = story_docs()
     a = env.applier(novelty_window_s=86_400)
-    prefix = env.keys.stories(SIGNATURE_VERSION)
+    prefix = f"{env.keys.stories(SIGNATURE_VERSION)}B:{a._story_period_s}:"
     period = int((await env.redis.time())[0]) // a._story_period_s
-    await env.redis.hset(f"{prefix}B:{period - 3}", mapping={b"stale": b"gone"})
-    await env.redis.set(f"{prefix}B:swept", period - 4)
+    await env.redis.hset(f"{prefix}{period - 3}", mapping={b"stale": b"gone"})
+    await env.redis.set(f"{prefix}swept", period - 4)
     assert (await a.apply([env.scored(docs[0])]))[0].status == "applied"
-    assert await env.redis.exists(f"{prefix}B:{period - 3}") == 0  # swept
-    assert int(await env.redis.get(f"{prefix}B:swept")) == period - 2
-    written = await env.redis.hgetall(f"{prefix}B:{period}")
+    assert await env.redis.exists(f"{prefix}{period - 3}") == 0  # swept
+    assert int(await env.redis.get(f"{prefix}swept")) == period - 2
+    written = await env.redis.hgetall(f"{prefix}{period}")
     assert len(written) == BANDS and set(written.values()) == {b"s00"}
     # the period turns: the story's keys are now in the previous period's hash
-    await env.redis.rename(f"{prefix}B:{period}", f"{prefix}B:{period - 1}")
+    await env.redis.rename(f"{prefix}{period}", f"{prefix}{period - 1}")
     restarted = env.applier(novelty_window_s=86_400)
     (o,) = await restarted.apply([env.scored(docs[2])])
     assert o.status == "applied" and o.doc is not None
     assert (o.doc.story, o.doc.novelty) == ("s00", 0.75)
+    # a worker configured with another window keeps its own hashes and sweeps only those
+    other = env.applier(novelty_window_s=3600)
+    assert other._story_period_s != a._story_period_s
+    assert (await other.apply([env.scored(docs[1])]))[0].status == "applied"
+    assert await env.redis.hlen(f"{prefix}{period - 1}") == BANDS
 
 
 async def test_an_own_decision_the_script_refuses_is_forgotten(env: Env) -> None:

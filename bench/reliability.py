@@ -51,9 +51,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "tests"):  # runnable as a plain script; the scenarios live with the tests
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+# runnable as a plain script; the scenarios live with the tests. The root goes first, or
+# bench/pipeline.py (the script's own folder is sys.path[0]) would shadow the package.
+for p in (ROOT / "tests", ROOT):
+    sys.path.insert(0, str(p))
 
 import orjson
 from model_choice import resolve_model

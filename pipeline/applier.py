@@ -411,21 +411,7 @@ class Applier:
         are read from then on."""
         signs = story_signs(docs)
         own = self._own
-        # One pass over the round's band keys in the own index. A document's owners stay as read
-        # here until it is decided unless an earlier document of the round has one of its keys
-        # (deciding only ever claims the decided document's own keys): such documents look
-        # their keys up again when decided.
-        flat = [k for ks in signs.keys for k in ks]
-        owners_flat = list(map(own.band_to_story.get, flat))
-        shared = _repeated(flat)
-        owners_of: list[list[str | None] | None] = []
-        own_rows: list[bool] = []
-        pos = 0
-        for d, ks in zip(docs, signs.keys, strict=True):
-            owners = owners_flat[pos:pos + len(ks)]
-            pos += len(ks)
-            owners_of.append(owners if not shared or shared.isdisjoint(ks) else None)
-            own_rows.append(not self._needs_read(ks, owners, d.published_at))
+        own_rows = [not self._needs_read(ks, d.published_at) for d, ks in zip(docs, signs.keys, strict=True)]
         read_index = own  # unused unless some document needs a read
         if not all(own_rows):
             read_index = await self._read_stories([d for d, o in zip(docs, own_rows, strict=True) if not o], [
@@ -433,8 +419,8 @@ class Applier:
             ])  # fmt: skip
         reps = signs.sigs.astype("<u4")
         out = []
-        for d, sig, rep, ks, owners, is_own in zip(docs, signs.sigs, reps, signs.keys, owners_of, own_rows, strict=True):
-            decided = story(own if is_own else read_index, d, sig, ks, owners if is_own else None)
+        for d, sig, rep, ks, is_own in zip(docs, signs.sigs, reps, signs.keys, own_rows, strict=True):
+            decided = story(own if is_own else read_index, d, sig, ks)
             sid = decided.doc.story
             before = decided.owners_before
             claimed: Any = 1
@@ -447,16 +433,15 @@ class Applier:
         self._bound_story_memory()
         return out
 
-    def _needs_read(self, keys: list[int], owners: list[str | None], t: int) -> bool:
-        """Whether a document's story must be decided on a read of Redis (``owners``: its keys'
-        stories in the own index)."""
+    def _needs_read(self, keys: list[int], t: int) -> bool:
+        """Whether a document's story must be decided on a read of Redis."""
         if self._read_keys and not self._read_keys.keys().isdisjoint(keys):
             return True
-        if not any(owners):
-            return False
-        live = self._own.live
+        own = self._own
+        owners = set(map(own.band_to_story.get, keys))
+        owners.discard(None)
         # a story no longer live here may have been kept alive by another worker
-        return not all(live(sid, t) for sid in set(owners) if sid is not None)
+        return not all(own.live(sid, t) for sid in owners)
 
     async def _read_stories(self, docs: list[ScoredDocument], keys_of: list[list[int]]) -> StoryIndex:
         """A story index for deciding ``docs``: the stories their band keys lead to in Redis, as
@@ -570,10 +555,3 @@ def _redis_values(u: TickerScore) -> list[str | int]:
     exactly."""
     return [repr(v) if v.__class__ is float else v for v in _ticker_values(u)]
 
-
-def _repeated(items: list[int]) -> set[int]:
-    """The items that occur more than once in ``items``."""
-    if len(set(items)) == len(items):  # the common case: one C pass
-        return set()
-    seen: set[int] = set()
-    return {k for k in items if k in seen or seen.add(k)}  # type: ignore[func-returns-value]

@@ -726,14 +726,10 @@ class StoryIndex:
         signature: np.ndarray,
         published_at: float,
         keys: list[int] | None = None,
-        owners: list[str | None] | None = None,
     ) -> tuple[Story, list[str], list[int]]:
         """:meth:`assign`, also returning what a store must check and write to record it: the
         story each of ``keys`` pointed to before (``""``: none), and the keys that now point to
-        the document's story and did not before (none for a document answered before).
-
-        ``owners``: ``[band_to_story.get(k) for k in keys]`` as it is now, when the caller
-        looked them up already (a batch's keys in one pass)."""
+        the document's story and did not before (none for a document answered before)."""
         t = float(published_at)
         get = self.band_to_story.get
         known = self._answers.get(doc_id)
@@ -745,8 +741,7 @@ class StoryIndex:
         sig = np.asarray(signature)
         if keys is None:
             keys = [] if is_empty(sig, self.num_perm) else band_keys(sig, self.bands, self.rows)
-        if owners is None:
-            owners = list(map(get, keys))
+        owners = list(map(get, keys))
         stories = self.stories
         live = []
         if any(owners):

@@ -234,18 +234,11 @@ class StoryDecision(NamedTuple):
     claimed: list[int]
 
 
-def story(
-    index: novelty.StoryIndex,
-    doc: ScoredDocument,
-    sig: np.ndarray,
-    keys: list[int],
-    owners: list[str | None] | None = None,
-) -> StoryDecision:
+def story(index: novelty.StoryIndex, doc: ScoredDocument, sig: np.ndarray, keys: list[int]) -> StoryDecision:
     """``doc``'s story and novelty, decided by ``index`` and recorded there (point in time: a
     document's novelty counts only its story's documents published before it inside the
-    window). ``sig``, ``keys``: its row of :func:`story_signs`; ``owners``: its keys' stories in
-    ``index`` now, if the caller looked them up (:meth:`StoryIndex.assign_keys`)."""
-    st, owners_before, claimed = index.assign_keys(doc.id, sig, doc.published_at, keys, owners)
+    window). ``sig``, ``keys``: its row of :func:`story_signs`."""
+    st, owners_before, claimed = index.assign_keys(doc.id, sig, doc.published_at, keys)
     return StoryDecision(doc.with_story(st.story_id, st.novelty), st.repeats_before, owners_before, claimed)
 
 

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import msgpack
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -452,6 +453,32 @@ async def test_band_keys_live_in_per_period_hashes_for_one_to_two_periods(env: E
     assert other._story_period_s != a._story_period_s
     assert (await other.apply([env.scored(docs[1])]))[0].status == "applied"
     assert await env.redis.hlen(f"{prefix}{period - 1}") == BANDS
+
+
+async def test_the_commit_script_reads_band_keys_it_was_not_given_up_front(env: Env) -> None:
+    """The script reads a round's band keys in one go from the list the applier sends; a key
+    missing from that list is still looked up (and a decision it contradicts refused)."""
+
+    def without_round_keys(applier: Applier) -> None:
+        script = applier.script
+
+        async def call(keys: list, args: list) -> object:
+            a = msgpack.unpackb(args[0], raw=True)
+            at = 8 + int(a[7])  # prefix ... story_period_s, n_fields, fields..., round_keys
+            assert len(a[at]) % 8 == 0 and len(a[at]) > 0
+            a[at] = b""
+            return await script(keys=keys, args=[msgpack.packb(a, use_bin_type=False)])
+
+        applier.script = call  # type: ignore[assignment]
+
+    docs = story_docs()
+    first, restarted = env.applier(novelty_window_s=86_400), env.applier(novelty_window_s=86_400)
+    without_round_keys(first)
+    without_round_keys(restarted)
+    assert (await first.apply([env.scored(docs[0])]))[0].status == "applied"
+    (o,) = await restarted.apply([env.scored(docs[2])])  # decided alone as new, refused, then read
+    assert o.status == "applied" and o.doc is not None
+    assert (o.doc.story, o.doc.novelty) == ("s00", 0.75)
 
 
 async def test_an_own_decision_the_script_refuses_is_forgotten(env: Env) -> None:

@@ -554,4 +554,3 @@ def _redis_values(u: TickerScore) -> list[str | int]:
     trip; a Lua number would be written with 17 digits); integers as integers, which Redis writes
     exactly."""
     return [repr(v) if v.__class__ is float else v for v in _ticker_values(u)]
-

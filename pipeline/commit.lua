@@ -33,7 +33,8 @@ local ttl = A[3]
 local SP = A[4]
 local story_window = tonumber(A[5])
 local story_keep = tonumber(A[6])
-local story_ttl = tonumber(A[7])
+-- seconds: a band-key hash's period, and the TTL of a story's sorted set and representative
+local story_period = tonumber(A[7])
 local nf = tonumber(A[8])
 local fields = {}
 for i = 1, nf do fields[i] = A[8 + i] end
@@ -52,8 +53,8 @@ local owner_of, claims = {}, {}
 -- this period's and the previous period's band key hashes (sweeping older ones on first use)
 local function band_hashes()
   if not band_hash then
-    local period = math.floor(tonumber(redis.call('TIME')[1]) / story_ttl)
-    local BP = SP .. 'B:' .. story_ttl .. ':'
+    local period = math.floor(tonumber(redis.call('TIME')[1]) / story_period)
+    local BP = SP .. 'B:' .. story_period .. ':'
     band_hash, prev_hash = BP .. period, BP .. (period - 1)
     -- BP .. 'swept': the newest period whose hash is gone (unset: none was ever written before);
     -- at most 16 periods a call, so a namespace idle for years costs one call a few more UNLINKs
@@ -178,10 +179,10 @@ for it = 1, nitems do
         local t = tonumber(A[spos + 2])
         redis.call('ZADD', sk, t, A[pos + 1])
         if not fresh then redis.call('ZREMRANGEBYSCORE', sk, '-inf', string.format('(%d', t - story_keep)) end
-        redis.call('EXPIRE', sk, story_ttl)
+        redis.call('EXPIRE', sk, story_period)
         local rep = A[spos + 6]
-        if rep ~= '' then redis.call('SET', SP .. 'r:' .. sid, rep, 'EX', story_ttl)
-        else redis.call('EXPIRE', SP .. 'r:' .. sid, story_ttl) end
+        if rep ~= '' then redis.call('SET', SP .. 'r:' .. sid, rep, 'EX', story_period)
+        else redis.call('EXPIRE', SP .. 'r:' .. sid, story_period) end
         local claimed = A[spos + 5]
         if claimed == 1 then
           for b = 1, nb do claims[bk[b]] = sid end

@@ -122,8 +122,8 @@ WIRE_SOURCES: Final[tuple[str, ...]] = (
 _NUM_RNG_SEED: Final[str] = "finsent-novelty-minhash"
 _CASHTAG_SALT: Final[int] = 0x6361736874616773  # "$uber" and "uber" are different anchors
 _ORDER_SALT: Final[int] = 0x6F72646572656421  # the pair "a>b" of consecutive anchors
-_BAND_SALT: Final = np.uint64(0x62616E646B657921)  # band i's hash starts from ROWS + i * salt
 _U64 = np.uint64
+_BAND_SALT: Final = _U64(0x62616E646B657921)  # band i's hash starts from ROWS + i * salt
 # Odd 64-bit multipliers, one per permutation: min over a * x mod 2**64 of the shingle hashes x
 # (already uniform 64-bit XXH3 values) is the MinHash for permutation a. Derived from XXH3 so
 # that they never change with numpy's random streams.

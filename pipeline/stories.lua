@@ -16,14 +16,15 @@ local owners = {}
 local seen = {}
 local stories = {}
 local period = math.floor(tonumber(redis.call('TIME')[1]) / A[5])
+local BP = SP .. 'B:' .. A[5] .. ':'
 local packed = A[6]
 local keys = {}
 for i = 1, #packed / 8 do keys[i] = string.sub(packed, 8 * i - 7, 8 * i) end
 local CHUNK = 4000 -- arguments per unpack(): Lua's stack is bounded
 for c = 1, #keys, CHUNK do
   local e = math.min(c + CHUNK - 1, #keys)
-  local cur = redis.call('HMGET', SP .. 'B:' .. A[5] .. ':' .. period, unpack(keys, c, e))
-  local prev = redis.call('HMGET', SP .. 'B:' .. A[5] .. ':' .. (period - 1), unpack(keys, c, e))
+  local cur = redis.call('HMGET', BP .. period, unpack(keys, c, e))
+  local prev = redis.call('HMGET', BP .. (period - 1), unpack(keys, c, e))
   for j = c, e do owners[j] = cur[j - c + 1] or prev[j - c + 1] end
 end
 for i = 1, #keys do
